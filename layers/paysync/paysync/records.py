@@ -1,0 +1,152 @@
+"""Validation of snapshot records and their rendering as COPY text rows.
+
+Pure functions, no I/O. A record is one element of a snapshot's JSON array, as
+ijson yields it: dicts, str, int, Decimal (never float), bool, None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from paysync.errors import RecordError
+
+Entity = Literal["patients", "payments"]
+ENTITIES: tuple[Entity, ...] = ("patients", "payments")
+
+MAX_TEXT_LENGTH = 255
+CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12,2)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+# COPY text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+NULL = "\\N"
+
+# Columns of the staging tables, in COPY order (idx = position in the snapshot).
+STAGE_COLUMNS: dict[Entity, tuple[str, ...]] = {
+    "patients": ("idx", "external_id", "first_name", "last_name", "middle_name", "date_of_birth"),
+    "payments": ("idx", "external_id", "amount", "patient_external_id"),
+}
+
+
+class _Invalid(Exception):
+    def __init__(self, field: str | None, message: str) -> None:
+        self.field = field
+        self.message = message
+
+
+def _identifier(record: dict[str, Any], field: str) -> str:
+    value = record.get(field)
+    if type(value) is int:
+        return str(value)
+    if type(value) is not str:
+        if value is None:
+            raise _Invalid(field, "is required")
+        raise _Invalid(field, "must be a string or an integer")
+    _check_text(value, field)
+    return value
+
+
+def _check_text(value: str, field: str) -> None:
+    if not value.strip():
+        raise _Invalid(field, "must not be empty")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise _Invalid(field, f"must be at most {MAX_TEXT_LENGTH} characters")
+    if "\x00" in value:
+        raise _Invalid(field, "must not contain NUL characters")
+
+
+def _text(record: dict[str, Any], field: str, *, required: bool = True) -> str | None:
+    value = record.get(field)
+    if value is None:
+        if required:
+            raise _Invalid(field, "is required")
+        return None
+    if type(value) is not str:
+        raise _Invalid(field, "must be a string")
+    _check_text(value, field)
+    return value
+
+
+def _date(record: dict[str, Any], field: str) -> str:
+    value = record.get(field)
+    if value is None:
+        raise _Invalid(field, "is required")
+    if type(value) is not str or not _DATE.fullmatch(value):
+        raise _Invalid(field, "must be a date in YYYY-MM-DD format")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise _Invalid(field, "is not a valid calendar date") from None
+    return value
+
+
+def _amount(record: dict[str, Any], field: str) -> str:
+    value = record.get(field)
+    if value is None:
+        raise _Invalid(field, "is required")
+    if type(value) is int:
+        value = Decimal(value)
+    elif type(value) is not Decimal:
+        raise _Invalid(field, "must be a number")
+    if not value.is_finite():
+        raise _Invalid(field, "must be a finite number")
+    if abs(value) > MAX_AMOUNT:
+        raise _Invalid(field, f"must be between -{MAX_AMOUNT} and {MAX_AMOUNT}")
+    try:
+        cents = value.quantize(CENT)
+    except InvalidOperation:
+        raise _Invalid(field, "must have at most 2 decimal places") from None
+    if cents != value:
+        raise _Invalid(field, "must have at most 2 decimal places")
+    return str(cents)
+
+
+def _copy_value(value: str | None) -> str:
+    return NULL if value is None else value.translate(_COPY_ESCAPES)
+
+
+def _patient_row(record: dict[str, Any]) -> list[str | None]:
+    return [
+        _identifier(record, "externalId"),
+        _text(record, "firstName"),
+        _text(record, "lastName"),
+        _text(record, "middleName", required=False),
+        _date(record, "dateOfBirth"),
+    ]
+
+
+def _payment_row(record: dict[str, Any]) -> list[str | None]:
+    return [
+        _identifier(record, "externalId"),
+        _amount(record, "amount"),
+        _identifier(record, "patientId"),
+    ]
+
+
+_ROW_BUILDERS: dict[Entity, Callable[[dict[str, Any]], list[str | None]]] = {
+    "patients": _patient_row,
+    "payments": _payment_row,
+}
+
+
+def copy_row(entity: Entity, index: int, record: Any) -> str | RecordError:
+    """The record as one line of COPY text (staging-table column order), or why it is invalid."""
+    if not isinstance(record, dict):
+        return RecordError(index, None, None, "must be a JSON object")
+    try:
+        values = _ROW_BUILDERS[entity](record)
+    except _Invalid as invalid:
+        return RecordError(index, _external_id_of(record), invalid.field, invalid.message)
+    return str(index) + "\t" + "\t".join(map(_copy_value, values)) + "\n"
+
+
+def _external_id_of(record: dict[str, Any]) -> str | None:
+    value = record.get("externalId")
+    if type(value) in (str, int):
+        return str(value)
+    return None
