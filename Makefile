@@ -12,7 +12,7 @@ export SAM_CLI_TELEMETRY := 0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-dev.txt layers/paysync/requirements.txt pyproject.toml
+$(VENV)/.installed: requirements-dev.txt requirements-cli.txt layers/paysync/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "paysync needs Python 3.11+; set PYTHON=python3.12 (for example)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -3,14 +3,18 @@ Lambda contexts and the events/ files."""
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pg8000.native
@@ -19,6 +23,7 @@ import pytest
 from paysync.config import get_settings
 from paysync.dal import db, storage
 from paysync.dal.db import parse_database_url
+from paysync.jsonio import to_json
 from paysync.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,3 +155,84 @@ def load_event(name: str) -> dict[str, Any]:
 def sample_bytes(entity: str) -> bytes:
     """The brief's sample snapshot of `entity`."""
     return (SAMPLES / f"{entity}.json").read_bytes()
+
+
+def snapshot(records: list[Any]) -> io.BytesIO:
+    """A snapshot stream holding `records` as a JSON array (Decimal amounts as JSON numbers)."""
+    return io.BytesIO(to_json(records).encode())
+
+
+def table_state(connection: pg8000.native.Connection) -> dict[str, list[list[Any]]]:
+    """Every row of the replica's tables, to compare before/after a refused request."""
+    return {table: connection.run(f"SELECT * FROM {table} ORDER BY id") for table in ("patients", "payments")}
+
+
+def api_event(
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | None = None,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    resource: str | None = None,
+    path_parameters: dict[str, str] | None = None,
+    base64: bool = False,
+) -> dict[str, Any]:
+    """An API Gateway REST (v1) proxy event, shaped like the real thing."""
+    all_headers = {
+        "Host": "abc123.execute-api.us-east-1.amazonaws.com",
+        "X-Forwarded-Proto": "https",
+        "User-Agent": "pytest",
+        **({"Content-Type": "application/json"} if body is not None else {}),
+        **(headers or {}),
+    }
+    return {
+        "resource": resource or path,
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {name: [value] for name, value in all_headers.items()},
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": {name: [value] for name, value in query.items()} if query else None,
+        "pathParameters": path_parameters,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc123",
+            "resourcePath": resource or path,
+            "httpMethod": method,
+            "path": f"/Prod{path}",
+            "stage": "Prod",
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "requestId": str(uuid.uuid4()),
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": 1796300000000,
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "pytest"},
+        },
+        "body": body,
+        "isBase64Encoded": base64,
+    }
+
+
+def load_handler(name: str) -> ModuleType:
+    """functions/<name>/app.py as a module (each under its own name, like one Lambda each)."""
+    module_name = f"handler_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "app.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def invoke(lambda_context: FakeLambdaContext) -> Any:
+    """invoke("get_patients", event) -> the handler's response dict."""
+
+    def call(name: str, event: dict[str, Any]) -> dict[str, Any]:
+        return load_handler(name).lambda_handler(event, lambda_context)
+
+    return call

@@ -29,7 +29,7 @@ class Settings(BaseModel):
     delete_guard_ratio: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
     delete_guard_min_rows: int = Field(default=100, ge=0)
     # Largest body POST /patients and POST /payments accept inline (Lambda's 6 MB limit).
-    max_inline_snapshot_bytes: int = Field(default=6 * 1024 * 1024, ge=1)
+    max_inline_snapshot_bytes: int = Field(default=6_000_000, ge=1)
     # Memory PostgreSQL may use for the merge's hashes and sorts (SET LOCAL work_mem).
     merge_work_mem: str = "256MB"
 

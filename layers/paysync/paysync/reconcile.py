@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 
 from paysync.config import get_settings
 from paysync.dal import merge
-from paysync.dal.db import Connection, close_quietly, connect, rollback_quietly, transaction
+from paysync.dal.db import (
+    Connection,
+    close_quietly,
+    connect,
+    rollback_quietly,
+    transaction,
+    wait_for_long_statements,
+)
 from paysync.dal.sync_runs import insert_run, skip_reason
 from paysync.errors import (
     MAX_LISTED_ERRORS,
@@ -47,6 +54,7 @@ def reconcile_snapshot(
     clock = time.perf_counter()
     own_connection = connection is None
     connection = connection or connect()
+    wait_for_long_statements(connection)
     try:
         try:
             with transaction(connection):

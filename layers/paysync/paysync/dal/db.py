@@ -12,10 +12,12 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pg8000.native
+from pg8000 import converters
 from pg8000.exceptions import DatabaseError, InterfaceError
 
 from paysync.config import Settings, get_settings
@@ -24,6 +26,7 @@ from paysync.errors import DatabaseUnavailable
 Connection = pg8000.native.Connection
 APPLICATION_NAME = "paysync"
 CONNECT_TIMEOUT_SECONDS = 10
+SYNC_STATEMENT_SECONDS = 900  # Lambda's limit: no sync outlives its invocation
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,40 @@ def connect(params: ConnectionParams | None = None) -> Connection:
     """A new connection; DatabaseUnavailable when the server cannot be reached."""
     params = params or connection_params()
     try:
-        return Connection(
+        connection = Connection(
             **params.as_kwargs(),
             timeout=CONNECT_TIMEOUT_SECONDS,
             application_name=APPLICATION_NAME,
         )
     except (InterfaceError, OSError) as exc:
-        raise DatabaseUnavailable("the database is unreachable") from exc
+        where = params.unix_sock or f"{params.host}:{params.port}"
+        raise DatabaseUnavailable(f"the database at {where} is unreachable: {exc}") from exc
+    # pg8000 parses dates and timestamps with strptime (~10 µs each: most of the
+    # time a 100-row page spends decoding); fromisoformat takes ~0.3 µs.
+    connection.register_in_adapter(converters.DATE, _date_in)
+    connection.register_in_adapter(converters.TIMESTAMPTZ, _timestamptz_in)
+    return connection
+
+
+def _date_in(text: str) -> date | str:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # infinity, BC or 5-digit years: pg8000's own parser decides
+        return converters.date_in(text)
+
+
+def _timestamptz_in(text: str) -> datetime | str:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return converters.timestamptz_in(text)
+
+
+def wait_for_long_statements(connection: Connection, seconds: float = SYNC_STATEMENT_SECONDS) -> None:
+    """Let each statement run up to `seconds` (a sync's merge takes minutes at scale)."""
+    # pg8000 applies its `timeout` to the connect and then to every socket read,
+    # so a connection from `connect` gives up on any statement after 10 s.
+    connection._usock.settimeout(seconds)
 
 
 _shared: Connection | None = None

@@ -1,0 +1,1 @@
+"""Benchmark: generated snapshots at scale, the sync and read paths measured and verified."""

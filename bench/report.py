@@ -1,0 +1,234 @@
+"""Tables, targets and BENCHMARKS.md from the saved results of each size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SIZE_ORDER = ("S", "M", "L")
+READ_HANDLERS = ("get_patients", "get_payments", "get_syncs")
+# Targets (issue 3), judged at M on a 2-core machine; printed for every size.
+RATIO_TARGETS = {"first load": 6.0, "identical re-sync": 3.0, "next-day re-sync": 4.0}
+MAX_RSS_MB = 300.0
+L_RSS_GROWTH = 1.2
+LAMBDA_LIMIT_S = 900.0
+READ_P50_MS = 5.0
+READ_P99_MS = 20.0
+READ_GROWTH = 1.5
+IMPORT_LIMIT_S = 0.6
+
+
+def load_results(directory: Path) -> dict[str, dict[str, Any]]:
+    """Size name -> its latest saved results."""
+    found = {}
+    for name in SIZE_ORDER:
+        path = directory / f"{name}.json"
+        if path.exists():
+            found[name] = json.loads(path.read_text())
+    return found
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _phase_wall(results: dict[str, Any], phase: str) -> float:
+    return sum(sync["wall_s"] for sync in results["syncs"] if sync["phase"] == phase)
+
+
+def _floor_wall(results: dict[str, Any]) -> float:
+    return sum(floor["wall_s"] for floor in results["floor"].values())
+
+
+def _peak_rss(results: dict[str, Any]) -> float:
+    return max(sync["peak_rss_mb"] for sync in results["syncs"])
+
+
+def sync_table(results: dict[str, Any]) -> str:
+    floor = results["floor"]
+    rows = []
+    for entity, step in floor.items():
+        rows.append(
+            [
+                f"COPY floor {entity}",
+                f"{step['rows']:,}",
+                _num(step["wall_s"]),
+                f"{step['rows'] / step['wall_s']:,.0f}",
+                "1.00",
+                _num(step["cpu_s"]),
+                _num(step["server_cpu_s"]),
+                _num(step["peak_rss_mb"], 0),
+                "-",
+            ]
+        )
+    for sync in results["syncs"]:
+        ratio = sync["wall_s"] / floor[sync["entity"]]["wall_s"]
+        rows.append(
+            [
+                f"{sync['phase']} {sync['entity']}",
+                f"{sync['rows']:,}",
+                _num(sync["wall_s"]),
+                f"{sync['rows'] / sync['wall_s']:,.0f}",
+                _num(ratio),
+                _num(sync["cpu_s"]),
+                _num(sync["server_cpu_s"]),
+                _num(sync["peak_rss_mb"], 0),
+                f"{sync['rows_written']:,}",
+            ]
+        )
+    for phase in RATIO_TARGETS:
+        wall = _phase_wall(results, phase)
+        rows.append([f"**{phase}, both**", "", f"**{_num(wall)}**", "", f"**{_num(wall / _floor_wall(results))}**"])
+        rows[-1] += ["", "", "", ""]
+    header = ["step", "rows", "wall s", "rows/s", "x floor", "Python CPU s", "PostgreSQL CPU s", "peak RSS MB"]
+    return _table([*header, "rows written"], rows)
+
+
+def reads_table(results: dict[str, Any]) -> str:
+    size = results["size"]
+    reads = results["reads"]
+    small = reads.get("S", reads[size])
+    header = ["read (warm, in-process handler)", "p50 ms S", "p99 ms S"]
+    if size != "S":
+        header += [f"p50 ms {size}", f"p99 ms {size}", f"p50 {size}/S"]
+    header.append(f"rows/call ({size})")
+    rows = []
+    for case, at_size in reads[size].items():
+        row = [case, _num(small[case]["p50_ms"]), _num(small[case]["p99_ms"])]
+        if size != "S":
+            row += [_num(at_size["p50_ms"]), _num(at_size["p99_ms"]), _num(at_size["p50_ms"] / small[case]["p50_ms"])]
+        rows.append([*row, _num(at_size["rows_per_call"], 0)])
+    return _table(header, rows)
+
+
+def imports_table(results: dict[str, Any]) -> str:
+    return _table(
+        ["function module", "cold import s (median of 5)"],
+        [[name, _num(seconds, 3)] for name, seconds in results["imports"].items()],
+    )
+
+
+def targets(results: dict[str, Any], every_size: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """[target, measured, PASS/FAIL/n/a] for one size's results."""
+    rows = []
+
+    def judge(name: str, measured: str, passed: bool | None) -> None:
+        rows.append([name, measured, "n/a" if passed is None else ("PASS" if passed else "FAIL")])
+
+    floor = _floor_wall(results)
+    for phase, limit in RATIO_TARGETS.items():
+        ratio = _phase_wall(results, phase) / floor
+        judge(f"{phase} ≤ {limit:g}x COPY floor", f"{ratio:.2f}x", ratio <= limit)
+    written = sum(sync["rows_written"] for sync in results["syncs"] if sync["phase"] == "identical re-sync")
+    judge("identical re-sync writes 0 rows", f"{written:,} rows", written == 0)
+    peak = _peak_rss(results)
+    judge(f"sync peak RSS ≤ {MAX_RSS_MB:g} MB", f"{peak:.0f} MB", peak <= MAX_RSS_MB)
+    if results["size"] == "L":
+        medium = every_size.get("M")
+        if medium is None:
+            judge(f"L peak RSS ≤ {L_RSS_GROWTH}x M", "no M results", None)
+        else:
+            growth = peak / _peak_rss(medium)
+            judge(f"L peak RSS ≤ {L_RSS_GROWTH}x M", f"{growth:.2f}x ({_peak_rss(medium):.0f} MB at M)", growth <= 1.2)
+    payments = max(sync["wall_s"] for sync in results["syncs"] if sync["entity"] == "payments")
+    judge(
+        f"slowest payments sync ≤ {LAMBDA_LIMIT_S:g} s (judged at L)",
+        f"{payments:.0f} s",
+        payments <= LAMBDA_LIMIT_S if results["size"] == "L" else None,
+    )
+    reads = results["reads"]
+    for size in sorted(reads, key=SIZE_ORDER.index):
+        worst_p50 = max(case["p50_ms"] for case in reads[size].values())
+        worst_p99 = max(case["p99_ms"] for case in reads[size].values())
+        judge(f"reads at {size}: every p50 ≤ {READ_P50_MS:g} ms", f"worst {worst_p50:.2f} ms", worst_p50 <= READ_P50_MS)
+        judge(f"reads at {size}: every p99 ≤ {READ_P99_MS:g} ms", f"worst {worst_p99:.2f} ms", worst_p99 <= READ_P99_MS)
+    if results["size"] != "S":
+        growth = max(case["p50_ms"] / reads["S"][name]["p50_ms"] for name, case in reads[results["size"]].items())
+        judge(f"read p50 at {results['size']} ≤ {READ_GROWTH}x p50 at S", f"worst {growth:.2f}x", growth <= READ_GROWTH)
+    for name in READ_HANDLERS:
+        seconds = results["imports"].get(name)
+        if seconds is not None:
+            judge(f"{name} cold import ≤ {IMPORT_LIMIT_S} s", f"{seconds:.3f} s", seconds <= IMPORT_LIMIT_S)
+    failed = [mismatch for check in results["verification"] for mismatch in check["mismatches"]]
+    failed += results.get("problems", [])
+    checks = sum(len(check["checks"]) for check in results["verification"])
+    judge("replica verified against the snapshots", f"{checks} checks, {len(set(failed))} mismatches", not failed)
+    return rows
+
+
+def render_size(results: dict[str, Any], every_size: dict[str, dict[str, Any]]) -> str:
+    """The markdown section of one size: setup, syncs, reads, imports, targets."""
+    machine, database = results["machine"], results["database"]
+    files = results["files"]["bytes"]
+    megabytes = {name: size / 1e6 for name, size in files.items()}
+    settings = ", ".join(
+        f"{name}={database[name]}"
+        for name in ("shared_buffers", "work_mem", "max_wal_size", "synchronous_commit")
+        if name in database
+    )
+    parts = [
+        f"## Size {results['size']}: {results['patients']:,} patients, {results['payments']:,} payments",
+        "",
+        f"Run {results['date']} (seed {results['seed']}) on {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['ram_gb']} GB RAM, Python {machine['python']}; {database['version'].split(',')[0]} "
+        f"({database['kind']}; {settings}). Snapshot files: "
+        + ", ".join(f"{name} {mb:,.1f} MB" for name, mb in megabytes.items())
+        + ".",
+        "",
+        "### Sync (the reconcile path the Lambdas and the CLI call; each step in a fresh process)",
+        "",
+        sync_table(results),
+        "",
+        "### Reads",
+        "",
+        reads_table(results),
+        "",
+        "### Cold import (fresh interpreter)",
+        "",
+        imports_table(results),
+        "",
+        "### Targets",
+        "",
+        _table(["target", "measured", "result"], targets(results, every_size)),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+HEADER = """# Benchmarks
+
+Produced by `make bench SIZE=S|M|L` (default M); each run rewrites its size's
+section from `bench/results/<SIZE>.json`. Snapshots are generated
+deterministically by `bench/generate.py` (cached in `bench/data/`, gitignored).
+
+How to read the sync table:
+
+- **COPY floor**: the same streaming parse, then COPY into an unindexed
+  UNLOGGED table with psycopg 3 (libpq, C) — what this machine and database
+  can ingest at best. **x floor** (times the floor) is the step's wall time over the floor of
+  the same entity; the targets compare each phase (patients + payments) with
+  both floors together.
+- **sync steps** run `paysync.reconcile.reconcile_snapshot` (pg8000, one
+  transaction) in a fresh child process: wall time, the Python process's CPU,
+  the PostgreSQL backend's CPU (from /proc; parallel workers not included),
+  the child's peak RSS (ru_maxrss, includes the interpreter and imports), and
+  the rows PostgreSQL really wrote to `patients` + `payments`
+  (pg_stat_user_tables deltas: inserts + updates + deletes).
+- After every phase the replica is verified against the JSON: live row
+  counts, a checksum of every replicated column, every payment's patient
+  link, and every patient's total and count recomputed from the file.
+- **Reads** call the real `get_patients` / `get_payments` handlers in-process
+  with API Gateway proxy events (warm; 300 calls per case after 20 warm-up
+  calls, cycling through up to 50 different requests).
+"""
+
+
+def render_document(every_size: dict[str, dict[str, Any]]) -> str:
+    return HEADER + "\n" + "\n".join(render_size(results, every_size) for results in every_size.values())

@@ -1,0 +1,235 @@
+"""The benchmark: `make bench SIZE=S|M|L` (default M).
+
+In one run: generate (or reuse) the snapshots, measure the COPY floor, run the
+real reconcile (first load, identical re-sync, next-day re-sync; patients then
+payments; each sync in its own child process), verify the replica after every
+phase, measure reads through the handlers at S and at the chosen size and the
+handlers' cold import; print the tables and the targets, save
+bench/results/<SIZE>.json and rewrite BENCHMARKS.md from every saved size.
+Exits non-zero when the replica does not match the snapshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report, steps
+from bench.database import Server, bench_server, table_writes
+from bench.generate import DEFAULT_SEED, SIZES, Dataset, Size, ensure_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ENTITIES = ("patients", "payments")
+PHASES = (("first load", "base"), ("identical re-sync", "base"), ("next-day re-sync", "next"))
+IMPORT_RUNS = 5
+DATABASE = "paysync_bench"
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, RAM and Python of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+    except OSError:
+        mem_kb = 0
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def _migrate(url: str) -> None:
+    from paysync.dal.db import parse_database_url
+    from paysync.migrate import upgrade
+
+    upgrade(parse_database_url(url))
+
+
+def _settled_writes(url: str, before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Rows written since `before`, once the statistics stop moving (they are flushed asynchronously)."""
+    current = table_writes(url)
+    for _ in range(40):
+        time.sleep(0.05)
+        again = table_writes(url)
+        if again == current:
+            break
+        current = again
+    return {
+        table: {kind: current[table][kind] - before.get(table, {}).get(kind, 0) for kind in current[table]}
+        for table in current
+    }
+
+
+def _expected_summary(dataset: Dataset, phase: str, entity: str) -> dict[str, int]:
+    rows = dataset.manifest["base"][entity]
+    if phase == "first load":
+        return {"received": rows, "inserted": rows, "updated": 0, "deleted": 0, "restored": 0}
+    if phase == "identical re-sync":
+        return {"received": rows, "inserted": 0, "updated": 0, "deleted": 0, "restored": 0, "unchanged": rows}
+    changes = dataset.manifest["next"][entity]
+    return {
+        "received": changes["rows"],
+        "inserted": changes["new"],
+        "updated": changes["changed"],
+        "deleted": changes["deleted"],
+        "restored": 0,
+    }
+
+
+def run_syncs(url: str, dataset: Dataset, problems: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every phase, patients then payments, each sync in a fresh child; the replica verified after each phase."""
+    import psycopg
+
+    from bench.verify import verify_replica
+
+    syncs, verifications = [], []
+    for phase, day in PHASES:
+        for entity in ENTITIES:
+            path = dataset.path(entity, day)
+            before = table_writes(url)
+            _log(f"sync: {phase} {entity} ({path.name})")
+            result = steps.in_child(steps.sync, url, entity, str(path))
+            written = _settled_writes(url, before)
+            result.update(phase=phase, entity=entity, written=written)
+            result["rows_written"] = sum(sum(kinds.values()) for kinds in written.values())
+            summary = result["summary"]
+            for key, value in _expected_summary(dataset, phase, entity).items():
+                if summary.get(key) != value:
+                    problems.append(f"{phase} {entity}: summary {key} = {summary.get(key)}, expected {value}")
+            _log(f"  {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, {summary}")
+            syncs.append(result)
+        _log(f"verify: after {phase}")
+        clock = time.perf_counter()
+        with psycopg.connect(url) as connection:
+            checked = verify_replica(connection, dataset.path("patients", day), dataset.path("payments", day))
+        problems.extend(f"after {phase}: {mismatch}" for mismatch in checked.mismatches)
+        verifications.append(
+            {
+                "phase": phase,
+                "checks": checked.checks,
+                "mismatches": checked.mismatches,
+                "seconds": time.perf_counter() - clock,
+            }
+        )
+        _log(f"  {'OK' if checked.ok else 'MISMATCH'}: {len(checked.checks)} checks")
+    return syncs, verifications
+
+
+def run_reads(server: Server, size: Size, dataset: Dataset, small: Dataset, url: str) -> dict[str, Any]:
+    """Read latency on the replica at `url` (the chosen size), and on a fresh replica of S."""
+    from bench.reads import load_handler, measure_reads
+
+    handlers = {"/patients": load_handler("get_patients"), "/payments": load_handler("get_payments")}
+    _log(f"reads at {size.name}")
+    reads = {size.name: measure_reads(url, handlers)}
+    if size.name != "S":
+        small_url = server.create_database(f"{DATABASE}_s")
+        try:
+            _migrate(small_url)
+            for entity in ENTITIES:
+                steps.in_child(steps.sync, small_url, entity, str(small.path(entity)))
+            _log("reads at S")
+            reads["S"] = measure_reads(small_url, handlers)
+        finally:
+            from bench.reads import use_database
+
+            use_database(url)  # closes the shared connection to the S database
+            server.drop_database(f"{DATABASE}_s")
+    return reads
+
+
+def run_imports() -> dict[str, float]:
+    """Median cold import of every function module, in a fresh interpreter each time."""
+    layer = str(ROOT / "layers" / "paysync")
+    results = {}
+    for function_dir in sorted((ROOT / "functions").iterdir()):
+        if (function_dir / "app.py").exists():
+            runs = [steps.cold_import(str(function_dir), layer) for _ in range(IMPORT_RUNS)]
+            results[function_dir.name] = statistics.median(runs)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="paysync benchmark")
+    parser.add_argument("--size", choices=sorted(SIZES), default="M")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+    size = SIZES[args.size]
+    _log(f"snapshots: size {size.name} ({size.patients} patients, {size.payments} payments), seed {args.seed}")
+    dataset = ensure_dataset(size, args.seed)
+    small = dataset if size.name == "S" else ensure_dataset(SIZES["S"], args.seed)
+    problems: list[str] = []
+    results: dict[str, Any] = {
+        "size": size.name,
+        "patients": size.patients,
+        "payments": size.payments,
+        "seed": args.seed,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "files": dataset.manifest,
+    }
+    with bench_server() as server:
+        results["database"] = server.describe()
+        _log(f"database: {server.kind}, {results['database']['version'].split(' on ')[0]}")
+        url = server.create_database(DATABASE)
+        try:
+            _migrate(url)
+            results["floor"] = {}
+            for entity in ENTITIES:
+                _log(f"COPY floor: {entity}")
+                results["floor"][entity] = steps.in_child(steps.copy_floor, url, entity, str(dataset.path(entity)))
+            results["syncs"], results["verification"] = run_syncs(url, dataset, problems)
+            results["reads"] = run_reads(server, size, dataset, small, url)
+        finally:
+            from bench.reads import use_database
+
+            use_database(url)
+            from paysync.dal import db
+
+            if db._shared is not None:
+                db.close_quietly(db._shared)
+                db._shared = None
+            if not args.keep:
+                server.drop_database(DATABASE)
+    _log("cold imports")
+    results["imports"] = run_imports()
+    results["problems"] = problems
+
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / f"{size.name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    every_size = report.load_results(RESULTS_DIR)
+    print(report.render_size(results, every_size))
+    (ROOT / "BENCHMARKS.md").write_text(report.render_document(every_size))
+    _log(f"wrote {RESULTS_DIR / (size.name + '.json')} and BENCHMARKS.md")
+    if problems:
+        print("\nVERIFICATION FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

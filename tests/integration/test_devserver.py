@@ -1,0 +1,321 @@
+"""`make run` end to end: `python -m devserver` as a subprocess on free ports, driven over real
+HTTP (urllib) and real S3 calls (boto3 at its moto endpoint), against the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devserver.s3 import s3_event
+from devserver.template import Function, Route, load_template, match_route
+from tests.conftest import ROOT, sample_bytes
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "paysync-local-snapshots"
+START_TIMEOUT = 60
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Response:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return Response(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, error.headers, error.read())
+
+
+def post_snapshot(base: str, entity: str) -> Response:
+    return call("POST", f"{base}/{entity}", sample_bytes(entity), {"Content-Type": "application/json"})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Devserver:
+    process: subprocess.Popen
+    base: str
+    s3_endpoint: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def start_devserver(log: Path, *args: str, env: dict[str, str]) -> Devserver:
+    """Start `python -m devserver` and wait until its API answers."""
+    api_port, s3_port = free_port(), free_port()
+    command = [sys.executable, "-m", "devserver", "--port", str(api_port), "--s3-port", str(s3_port), *args]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    server = Devserver(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{s3_port}", log)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the devserver exited with {process.returncode}:\n{server.output()}")
+        try:
+            call("GET", f"{server.base}/")
+            if "local stack is up" in server.output():
+                return server
+        except OSError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"the devserver did not start in {START_TIMEOUT} s:\n{server.output()}")
+
+
+def stop_devserver(server: Devserver, sig: signal.Signals = signal.SIGTERM) -> int:
+    server.process.send_signal(sig)
+    try:
+        return server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        pytest.fail(f"the devserver did not stop on {sig.name}:\n{server.output()}")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name != "DATABASE_URL"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+@pytest.fixture(scope="module")
+def devserver(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devserver]:
+    """One devserver for the module, on the test database (so it starts no PostgreSQL of its own)."""
+    log = tmp_path_factory.mktemp("devserver") / "devserver.log"
+    server = start_devserver(log, "--no-samples", env=subprocess_env(DATABASE_URL=database_url))
+    yield server
+    assert stop_devserver(server) == 0, server.output()
+
+
+def s3_client(server: Devserver) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def wait_for_s3_sync(server: Devserver, key: str, timeout: float = 10) -> dict[str, Any]:
+    """The sync run of the S3 object `key`, once the poller has delivered it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in call("GET", f"{server.base}/syncs").json():
+            if run["source"] == "s3" and (run.get("s3") or {}).get("key") == key:
+                return run
+        time.sleep(0.2)
+    pytest.fail(f"no sync run for s3://{BUCKET}/{key} after {timeout} s:\n{server.output()}")
+
+
+def test_post_snapshots_then_filter_patients_by_total(devserver: Devserver, conn: Any) -> None:
+    # Given the samples posted through the API
+    patients = post_snapshot(devserver.base, "patients")
+    payments = post_snapshot(devserver.base, "payments")
+    assert patients.status == 200, patients.body
+    assert patients.json()["inserted"] == 4
+    assert patients.json()["source"] == "api"
+    assert payments.status == 200, payments.body
+    assert (payments.json()["inserted"], payments.json()["orphaned"]) == (6, 2)
+
+    # When filtering on the total of payments (the brief spells the upper bound payments_max)
+    response = call("GET", f"{devserver.base}/patients?payment_min=10&payments_max=20")
+
+    # Then only patient 5 (4.46 + 5.66 + 7.10) matches, its total a JSON number
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert [patient["externalId"] for patient in response.json()] == ["5"]
+    assert b'"paymentsTotal":17.22' in response.body
+
+
+def test_link_header_pages_through_patients(devserver: Devserver, conn: Any) -> None:
+    post_snapshot(devserver.base, "patients")
+
+    first = call("GET", f"{devserver.base}/patients?limit=2")
+    link = first.headers["Link"]
+    assert first.status == 200
+    assert len(first.json()) == 2
+    assert link.endswith('>; rel="next"')
+    next_url = link[1 : link.index(">")]
+    # Built by the handler from Host, X-Forwarded-Proto and requestContext.path: the devserver itself.
+    assert next_url.startswith(f"{devserver.base}/patients?")
+
+    rest = call("GET", next_url)
+    assert rest.status == 200
+    assert "Link" not in rest.headers
+    ids = [patient["externalId"] for patient in first.json() + rest.json()]
+    assert sorted(ids) == ["15", "4", "5", "8"]
+
+
+def test_unknown_path_is_404_and_wrong_method_405(devserver: Devserver) -> None:
+    missing = call("GET", f"{devserver.base}/nothing/here")
+    assert missing.status == 404
+    assert missing.headers["Content-Type"] == "application/json"
+    assert missing.json()["error"]["code"] == "not_found"
+    assert missing.json()["error"]["details"] == []
+
+    wrong = call("DELETE", f"{devserver.base}/patients")
+    assert wrong.status == 405
+    assert wrong.headers["Allow"] == "GET, POST"
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_path_parameters_reach_the_handler(devserver: Devserver, conn: Any) -> None:
+    run = post_snapshot(devserver.base, "patients").json()
+
+    found = call("GET", f"{devserver.base}/syncs/{run['syncId']}")
+    unknown = call("GET", f"{devserver.base}/syncs/999999")
+
+    assert found.status == 200
+    assert found.json()["id"] == run["syncId"]
+    assert unknown.status == 404
+
+
+def test_object_put_into_the_bucket_reaches_the_reconcile_function(devserver: Devserver, conn: Any) -> None:
+    # Given a snapshot put straight into the local bucket (a key with a space: S3 events encode it as +)
+    key = "patients/from boto3.json"
+    s3_client(devserver).put_object(Bucket=BUCKET, Key=key, Body=sample_bytes("patients"))
+
+    # Then the poller delivers it as an S3 event and the reconcile function applies it
+    run = wait_for_s3_sync(devserver, key)
+    assert run["status"] == "applied", run
+    assert run["inserted"] == 4
+    assert run["s3"]["versionId"]
+    assert len(call("GET", f"{devserver.base}/patients").json()) == 4
+
+
+def test_presigned_upload_url_takes_a_plain_put(devserver: Devserver, conn: Any) -> None:
+    post_snapshot(devserver.base, "patients")
+    upload = call("POST", f"{devserver.base}/uploads", b'{"entity": "payments"}', {"Content-Type": "application/json"})
+    assert upload.status == 201, upload.body
+    ticket = upload.json()
+    assert ticket["uploadUrl"].startswith(f"{devserver.s3_endpoint}/{BUCKET}/payments/")
+
+    # A plain PUT, as any HTTP client would send it (urllib adds a form Content-Type)
+    put = call("PUT", ticket["uploadUrl"], sample_bytes("payments"))
+    assert put.status == 200, put.body
+
+    run = wait_for_s3_sync(devserver, ticket["key"])
+    assert run["status"] == "applied", run
+    assert (run["inserted"], run["orphaned"]) == (6, 2)
+    assert len(call("GET", f"{devserver.base}/payments").json()) == 6
+
+
+def test_embedded_postgres_with_samples_stops_cleanly(tmp_path: Path) -> None:
+    # Given no DATABASE_URL: the devserver runs its own PostgreSQL and loads the samples
+    data_dir = tmp_path / "pgdata"
+    server = start_devserver(tmp_path / "devserver.log", "--data-dir", str(data_dir), env=subprocess_env())
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        patients = call("GET", f"{server.base}/patients?payment_min=10")
+        assert [patient["externalId"] for patient in patients.json()] == ["5"]
+    finally:
+        # When Ctrl-C is pressed
+        code = stop_devserver(server, signal.SIGINT)
+
+    # Then it exits 0 and leaves no PostgreSQL behind
+    assert code == 0, server.output()
+    assert not (data_dir / "postmaster.pid").exists()
+    assert _gone(postmaster), server.output()
+
+
+def _gone(pid: int, timeout: float = 5) -> bool:
+    # The postmaster is not our child: once stopped it may linger a moment as a zombie.
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_port_in_use_fails_fast(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "devserver", "--port", str(port), "--data-dir", str(tmp_path / "unused")],
+            cwd=ROOT,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "unused").exists()
+
+
+# The pieces, without processes.
+
+
+def test_routes_come_from_the_template() -> None:
+    template = load_template(ROOT / "template.yaml")
+    declared = {(route.method, route.path) for route in template.routes}
+    assert {("GET", "/patients"), ("POST", "/patients"), ("POST", "/uploads"), ("GET", "/syncs/{id}")} <= declared
+    assert any(n.wants("ObjectCreated:Put", "payments/2026/x.json") for n in template.notifications)
+    assert not any(n.wants("ObjectCreated:Put", "notes/readme.txt") for n in template.notifications)
+
+
+def test_most_specific_route_wins() -> None:
+    function = Function("F", Path("app.py"), "lambda_handler")
+    routes = [
+        Route("GET", "/syncs/{id}", function),
+        Route("GET", "/syncs/latest", function),
+        Route("ANY", "/files/{proxy+}", function),
+    ]
+
+    assert match_route(routes, "GET", "/syncs/latest")[0] == routes[1]
+    assert match_route(routes, "GET", "/syncs/a%20b")[:2] == (routes[0], {"id": "a b"})
+    assert match_route(routes, "PUT", "/files/a/b.json")[:2] == (routes[2], {"proxy": "a/b.json"})
+    assert match_route(routes, "POST", "/syncs/7") == (None, {"id": "7"}, ["GET"])
+    assert match_route(routes, "GET", "/syncs") == (None, {}, [])
+
+
+def test_s3_event_encodes_the_key_like_s3() -> None:
+    event = s3_event(
+        bucket="b", region="us-east-1", key="patients/a b+c.json", size=3, etag='"e"', version_id="v1", event_name="x"
+    )
+    record = event["Records"][0]
+    assert record["eventSource"] == "aws:s3"
+    assert record["s3"]["object"]["key"] == "patients/a+b%2Bc.json"
+    assert record["s3"]["object"]["eTag"] == "e"
+    assert record["s3"]["bucket"]["arn"] == "arn:aws:s3:::b"

@@ -1,0 +1,350 @@
+"""The events/ files (the ones `sam local invoke -e` takes) through their handlers, against a real
+PostgreSQL and moto S3: each file must still produce what it was written to show."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import re
+import urllib.request
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, unquote_plus, urlsplit
+
+import pytest
+from alembic.script import ScriptDirectory
+
+from paysync.migrate import MIGRATIONS_DIR
+from tests.conftest import EVENTS, TEST_BUCKET, load_event, sample_bytes
+
+# Which handler takes each event file (the template routes the API ones: test_template.py).
+HANDLER_OF = {
+    "get_patients.json": "get_patients",
+    "get_patients_filtered.json": "get_patients",
+    "get_patients_page.json": "get_patients",
+    "get_payments.json": "get_payments",
+    "get_payments_filtered.json": "get_payments",
+    "post_patients.json": "post_patients",
+    "post_patients_dry_run.json": "post_patients",
+    "post_payments.json": "post_payments",
+    "create_upload.json": "create_upload",
+    "get_syncs.json": "get_syncs",
+    "get_sync.json": "get_syncs",
+    "s3_patients_put.json": "reconcile",
+    "s3_payments_put.json": "reconcile",
+    "s3_payments_gz_put.json": "reconcile",
+    "migrate_create.json": "migrate",
+}
+
+
+@pytest.fixture
+def send(invoke):
+    """send("get_patients.json") -> the handler's response to that event file (optionally edited)."""
+
+    def call(name: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        return invoke(HANDLER_OF[name], event if event is not None else load_event(name))
+
+    return call
+
+
+@pytest.fixture
+def samples(conn, send):
+    """The brief's samples, loaded through the POST events."""
+    assert send("post_patients.json")["statusCode"] == 200
+    assert send("post_payments.json")["statusCode"] == 200
+    return conn
+
+
+def body_of(response: dict[str, Any]) -> Any:
+    return json.loads(response["body"], parse_float=Decimal)
+
+
+def header(response: dict[str, Any], name: str) -> str | None:
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    multi = {k.lower(): v for k, v in (response.get("multiValueHeaders") or {}).items()}
+    return headers.get(name.lower()) or (multi.get(name.lower()) or [None])[0]
+
+
+def live(conn, table: str) -> int:
+    return conn.run(f"SELECT count(*) FROM {table} WHERE deleted IS NULL")[0][0]
+
+
+def test_every_event_file_is_exercised():
+    assert {path.name for path in EVENTS.glob("*.json")} == set(HANDLER_OF)
+
+
+# ---------------------------------------------------------------- POST snapshots
+
+
+def test_post_patients_inserts_the_sample(conn, send):
+    response = send("post_patients.json")
+
+    assert response["statusCode"] == 200, response["body"]
+    assert header(response, "Content-Type") == "application/json"
+    summary = body_of(response)
+    assert (summary["status"], summary["source"], summary["received"], summary["inserted"]) == ("applied", "api", 4, 4)
+    assert live(conn, "patients") == 4
+    assert sorted(r[0] for r in conn.run("SELECT external_id FROM patients")) == ["15", "4", "5", "8"]
+
+
+def test_post_payments_links_known_patients_and_counts_orphans(conn, send):
+    send("post_patients.json")
+
+    summary = body_of(send("post_payments.json"))
+
+    assert (summary["inserted"], summary["orphaned"]) == (6, 2)  # 601 and 602 belong to unknown patient 6
+    assert live(conn, "payments") == 6
+    [[total, count]] = conn.run("SELECT payments_total, payments_count FROM patients WHERE external_id = '5'")
+    assert (total, count) == (Decimal("17.22"), 3)
+
+
+def test_post_patients_dry_run_previews_without_applying(conn, send):
+    summary = body_of(send("post_patients_dry_run.json"))
+
+    assert (summary["dryRun"], summary["inserted"]) == (True, 4)
+    assert live(conn, "patients") == 0
+    assert conn.run("SELECT dry_run, status FROM sync_runs") == [[True, "applied"]]
+
+
+# ---------------------------------------------------------------- reads
+
+
+def test_get_patients_lists_every_live_patient(samples, send):
+    response = send("get_patients.json")
+
+    assert response["statusCode"] == 200
+    patients = body_of(response)
+    assert {p["externalId"]: p["paymentsTotal"] for p in patients} == {
+        "4": Decimal("0.00"),
+        "15": Decimal("0.00"),
+        "8": Decimal("9.29"),
+        "5": Decimal("17.22"),
+    }
+    assert header(response, "Link") is None
+
+
+def test_get_patients_filtered_is_the_briefs_query(samples, send):
+    event = load_event("get_patients_filtered.json")
+    assert event["queryStringParameters"] == {"payment_min": "10", "payments_max": "20"}
+
+    response = send("get_patients_filtered.json", event)
+
+    assert response["statusCode"] == 200, response["body"]
+    assert [p["externalId"] for p in body_of(response)] == ["5"]
+    assert '"paymentsTotal":17.22' in response["body"]  # a JSON number with its cents, not a string
+
+
+def test_get_patients_page_links_to_the_next_page(samples, send):
+    first = send("get_patients_page.json")
+
+    assert len(body_of(first)) == 2
+    link = header(first, "Link")
+    assert link is not None
+    match = re.fullmatch(r'<(.+)>; rel="next"', link)
+    assert match, link
+    url = urlsplit(match.group(1))
+    # The public URL the client called: host, https and the stage prefix from the event.
+    assert (url.scheme, url.netloc, url.path) == (
+        "https",
+        "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
+        "/Prod/patients",
+    )
+    query = {name: values[0] for name, values in parse_qs(url.query).items()}
+    assert query["limit"] == "2"
+
+    following = load_event("get_patients_page.json")
+    following["queryStringParameters"] = query
+    following["multiValueQueryStringParameters"] = {name: [value] for name, value in query.items()}
+    second = send("get_patients_page.json", following)
+
+    assert second["statusCode"] == 200, second["body"]
+    ids = [p["externalId"] for p in body_of(first) + body_of(second)]
+    assert sorted(ids) == ["15", "4", "5", "8"]
+    assert header(second, "Link") is None
+
+
+def test_get_payments_lists_amounts_as_numbers(samples, send):
+    response = send("get_payments.json")
+
+    payments = body_of(response)
+    assert sorted(p["externalId"] for p in payments) == ["501", "502", "503", "601", "602", "701"]
+    assert '"amount":7.10' in response["body"]
+    assert {p["patientId"] for p in payments} == {"5", "6", "8"}
+
+
+def test_get_payments_filtered_by_patient(samples, send):
+    response = send("get_payments_filtered.json")
+
+    assert response["statusCode"] == 200
+    assert sorted((p["externalId"], p["amount"]) for p in body_of(response)) == [
+        ("501", Decimal("4.46")),
+        ("502", Decimal("5.66")),
+        ("503", Decimal("7.10")),
+    ]
+
+
+def test_get_syncs_lists_runs_newest_first(samples, send):
+    response = send("get_syncs.json")
+
+    assert response["statusCode"] == 200
+    assert [(run["entity"], run["status"], run["source"]) for run in body_of(response)] == [
+        ("payments", "applied", "api"),
+        ("patients", "applied", "api"),
+    ]
+
+
+def test_get_sync_shows_run_one(samples, send):
+    run = body_of(send("get_sync.json"))
+
+    assert (run["id"], run["entity"], run["inserted"], run["received"]) == (1, "patients", 4, 4)
+
+
+def test_get_sync_of_an_empty_replica_is_404(conn, send):
+    response = send("get_sync.json")
+
+    assert response["statusCode"] == 404
+    assert body_of(response)["error"]["code"] == "not_found"
+
+
+# ---------------------------------------------------------------- uploads and S3
+
+
+def test_create_upload_presigns_a_put_that_s3_accepts(conn, s3, send):
+    import requests  # moto intercepts it inside mock_aws
+
+    response = send("create_upload.json")
+
+    assert response["statusCode"] == 201, response["body"]
+    upload = body_of(response)
+    assert (upload["entity"], upload["method"], upload["bucket"]) == ("patients", "PUT", TEST_BUCKET)
+    assert upload["key"].startswith("patients/")
+    assert upload["key"].endswith(".json")
+    put = requests.put(upload["uploadUrl"], data=sample_bytes("patients"), timeout=10)
+    assert put.status_code == 200
+    stored = s3.get_object(Bucket=TEST_BUCKET, Key=upload["key"])["Body"].read()
+    assert stored == sample_bytes("patients")
+
+
+def put_object_for(s3, name: str, body: bytes) -> dict[str, Any]:
+    """Put `body` where the event file says, and make the event name that object version (moto assigns
+    its own version ids and ETags; everything else in the file is kept)."""
+    event = load_event(name)
+    record = event["Records"][0]["s3"]
+    key = unquote_plus(record["object"]["key"])
+    assert record["bucket"]["name"] == TEST_BUCKET
+    response = s3.put_object(Bucket=TEST_BUCKET, Key=key, Body=body)
+    record["object"].update(versionId=response["VersionId"], eTag=response["ETag"].strip('"'), size=len(body))
+    return event
+
+
+def outcome(response: dict[str, Any]) -> tuple[str, str, str | None]:
+    [result] = response["objects"]
+    return result["key"], result["status"], result["code"]
+
+
+def test_s3_patients_put_applies_then_skips_the_replay(conn, s3, send):
+    event = put_object_for(s3, "s3_patients_put.json", sample_bytes("patients"))
+
+    assert outcome(send("s3_patients_put.json", event)) == ("patients/2026/11/26/snapshot.json", "applied", None)
+    assert live(conn, "patients") == 4
+    [[source, key, version]] = conn.run("SELECT source, s3_key, s3_version_id FROM sync_runs")
+    assert (source, key, version) == (
+        "s3",
+        "patients/2026/11/26/snapshot.json",
+        event["Records"][0]["s3"]["object"]["versionId"],
+    )
+
+    # S3 delivers at least once: the same notification again changes nothing.
+    replay = send("s3_patients_put.json", copy.deepcopy(event))
+
+    assert outcome(replay)[1:] == ("skipped", "already_applied")
+    assert live(conn, "patients") == 4
+    assert conn.run("SELECT status FROM sync_runs ORDER BY id") == [["applied"], ["skipped"]]
+
+
+def test_s3_payments_put_decodes_the_key(conn, s3, send):
+    assert "+" in load_event("s3_payments_put.json")["Records"][0]["s3"]["object"]["key"]  # S3's encoding of " "
+    event = put_object_for(s3, "s3_payments_put.json", sample_bytes("payments"))
+
+    result = send("s3_payments_put.json", event)
+
+    assert outcome(result) == ("payments/2026/11/26/snapshot one.json", "applied", None)
+    assert live(conn, "payments") == 6
+
+
+def test_s3_payments_gz_put_is_decompressed(conn, s3, send):
+    send("post_patients.json")
+    event = put_object_for(s3, "s3_payments_gz_put.json", gzip.compress(sample_bytes("payments")))
+
+    result = send("s3_payments_gz_put.json", event)
+
+    assert outcome(result)[1:] == ("applied", None)
+    assert live(conn, "payments") == 6
+    assert conn.run("SELECT payments_total FROM patients WHERE external_id = '8'") == [[Decimal("9.29")]]
+
+
+# ---------------------------------------------------------------- deploy-time migration
+
+
+@pytest.fixture
+def cloudformation(monkeypatch):
+    """Captures the handler's PUT to the custom resource's ResponseURL."""
+    sent: list[tuple[urllib.request.Request, dict[str, Any]]] = []
+
+    class _Answer:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def urlopen(request: urllib.request.Request, timeout: float | None = None) -> _Answer:
+        sent.append((request, json.loads(request.data)))
+        return _Answer()
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return sent
+
+
+def test_migrate_create_reports_success_with_the_revision(conn, send, cloudformation):
+    event = load_event("migrate_create.json")
+
+    result = send("migrate_create.json")
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    [(request, answer)] = cloudformation
+    assert (request.full_url, request.get_method()) == (event["ResponseURL"], "PUT")
+    assert answer["Status"] == "SUCCESS"
+    assert answer["Data"] == {"Revision": head}
+    assert (answer["StackId"], answer["RequestId"], answer["LogicalResourceId"]) == (
+        event["StackId"],
+        event["RequestId"],
+        event["LogicalResourceId"],
+    )
+    assert answer["PhysicalResourceId"]
+    assert result == {"Status": "SUCCESS", "Revision": head}
+    assert conn.run("SELECT version_num FROM alembic_version") == [[head]]
+
+
+def test_migrate_delete_leaves_the_data_and_keeps_the_physical_id(samples, send, cloudformation):
+    event = load_event("migrate_create.json")
+    event.update(RequestType="Delete", PhysicalResourceId="paysync-schema")
+
+    send("migrate_create.json", event)
+
+    [(_, answer)] = cloudformation
+    assert (answer["Status"], answer["PhysicalResourceId"], answer["Data"]) == ("SUCCESS", "paysync-schema", {})
+    assert live(samples, "patients") == 4
+
+
+def test_migrate_failure_is_reported_not_left_hanging(conn, send, cloudformation, settings_env):
+    settings_env(DATABASE_URL="postgresql://paysync:secret@127.0.0.1:1/paysync")
+
+    result = send("migrate_create.json")
+
+    [(_, answer)] = cloudformation
+    assert answer["Status"] == "FAILED"
+    assert "migration failed" in answer["Reason"]
+    assert "secret" not in answer["Reason"]
+    assert result["Status"] == "FAILED"

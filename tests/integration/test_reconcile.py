@@ -1,0 +1,459 @@
+"""The reconcile engine against a real PostgreSQL: every rule of SPEC §3."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import threading
+import time
+from decimal import Decimal
+
+import pg8000.native
+import pytest
+
+from paysync.dal import merge
+from paysync.dal.db import parse_database_url
+from paysync.errors import DeletionGuardTriggered, InvalidSnapshot, MalformedSnapshot
+from paysync.reconcile import reconcile_snapshot
+from tests.conftest import sample_bytes, snapshot, table_state
+
+
+def patient(external_id: str | int, first: str = "Ann", last: str = "Lee", **extra: object) -> dict:
+    return {"firstName": first, "lastName": last, "dateOfBirth": "1980-01-02", "externalId": external_id, **extra}
+
+
+def payment(external_id: str | int, patient_id: str | int, amount: str = "10.00") -> dict:
+    return {"amount": Decimal(amount), "patientId": patient_id, "externalId": external_id}
+
+
+def sync(entity: str, records: list, **options: object):
+    return reconcile_snapshot(entity, snapshot(records), source="cli", **options)
+
+
+def totals(conn: pg8000.native.Connection) -> dict[str, tuple[Decimal, int]]:
+    rows = conn.run("SELECT external_id, payments_total, payments_count FROM patients WHERE deleted IS NULL")
+    return {external_id: (total, count) for external_id, total, count in rows}
+
+
+def load_samples() -> None:
+    for entity in ("patients", "payments"):
+        reconcile_snapshot(entity, io.BytesIO(sample_bytes(entity)), source="cli")
+
+
+class TestSampleData:
+    def test_sample_snapshots_load_with_orphans_and_totals(self, conn):
+        patients = reconcile_snapshot("patients", io.BytesIO(sample_bytes("patients")), source="cli")
+        payments = reconcile_snapshot("payments", io.BytesIO(sample_bytes("payments")), source="cli")
+
+        assert (patients.received, patients.inserted, patients.status) == (4, 4, "applied")
+        assert (payments.received, payments.inserted, payments.orphaned) == (6, 6, 2)
+        assert totals(conn) == {
+            "5": (Decimal("17.22"), 3),
+            "4": (Decimal("0.00"), 0),
+            "8": (Decimal("9.29"), 1),
+            "15": (Decimal("0.00"), 0),
+        }
+        orphans = conn.run("SELECT external_id, patient_external_id FROM payments WHERE patient_id IS NULL ORDER BY 1")
+        assert orphans == [["601", "6"], ["602", "6"]]
+
+    def test_orphans_link_when_their_patient_arrives(self, conn):
+        load_samples()
+        with_six = [*__import__("json").loads(sample_bytes("patients")), patient("6", "Zhora", "Salome")]
+
+        summary = sync("patients", with_six)
+
+        assert (summary.inserted, summary.unchanged, summary.orphaned) == (1, 4, 0)
+        assert totals(conn)["6"] == (Decimal("25.61"), 2)
+        assert conn.run("SELECT count(*) FROM payments WHERE patient_id IS NULL") == [[0]]
+
+
+class TestPatientRules:
+    def test_new_rows_are_inserted_with_created_equal_updated(self, conn):
+        summary = sync("patients", [patient(1), patient("2", middleName="Q")])
+
+        assert (summary.inserted, summary.received) == (2, 2)
+        rows = conn.run("SELECT external_id, middle_name, created = updated, deleted FROM patients ORDER BY id")
+        assert rows == [["1", None, True, None], ["2", "Q", True, None]]
+
+    def test_identical_resync_changes_nothing_and_keeps_updated(self, conn):
+        sync("patients", [patient(1), patient(2)])
+        before = table_state(conn)
+        writes_before = conn.run("SELECT n_tup_upd + n_tup_ins FROM pg_stat_user_tables WHERE relname = 'patients'")
+
+        summary = sync("patients", [patient(1), patient(2)])
+
+        assert (summary.unchanged, summary.updated, summary.inserted, summary.deleted) == (2, 0, 0, 0)
+        assert table_state(conn) == before
+        time.sleep(0.6)  # statistics are flushed at most every 500 ms
+        writes_after = conn.run("SELECT n_tup_upd + n_tup_ins FROM pg_stat_user_tables WHERE relname = 'patients'")
+        assert writes_after == writes_before
+
+    def test_changed_field_updates_row_and_bumps_updated_only_there(self, conn):
+        sync("patients", [patient(1), patient(2)])
+        [[created, updated]] = conn.run("SELECT created, updated FROM patients WHERE external_id = '1'")
+        other_before = conn.run("SELECT updated FROM patients WHERE external_id = '2'")
+
+        summary = sync("patients", [patient(1, last="Smith"), patient(2)])
+
+        assert (summary.updated, summary.unchanged) == (1, 1)
+        [[last, created_after, updated_after]] = conn.run(
+            "SELECT last_name, created, updated FROM patients WHERE external_id = '1'"
+        )
+        assert (last, created_after) == ("Smith", created)
+        assert updated_after > updated
+        assert conn.run("SELECT updated FROM patients WHERE external_id = '2'") == other_before
+
+    def test_middle_name_null_and_absent_are_the_same(self, conn):
+        sync("patients", [patient(1, middleName=None)])
+
+        summary = sync("patients", [patient(1)])
+
+        assert summary.unchanged == 1
+
+    def test_missing_rows_are_soft_deleted_and_hidden_from_totals(self, conn):
+        sync("patients", [patient(1), patient(2)])
+
+        summary = sync("patients", [patient(1)])
+
+        assert summary.deleted == 1
+        [[deleted, updated]] = conn.run("SELECT deleted, updated FROM patients WHERE external_id = '2'")
+        assert deleted is not None
+        assert deleted == updated
+        assert set(totals(conn)) == {"1"}
+
+    def test_reappearing_row_is_restored_with_the_same_id(self, conn):
+        sync("patients", [patient(1), patient(2)])
+        [[original_id]] = conn.run("SELECT id FROM patients WHERE external_id = '2'")
+        sync("patients", [patient(1)])
+
+        summary = sync("patients", [patient(1), patient(2, first="Bo")])
+
+        assert (summary.restored, summary.updated, summary.inserted) == (1, 0, 0)
+        assert conn.run("SELECT id, first_name, deleted FROM patients WHERE external_id = '2'") == [
+            [original_id, "Bo", None]
+        ]
+
+    def test_integer_ids_are_stored_as_text(self, conn):
+        sync("patients", [patient(7)])
+        sync("payments", [payment(70, 7, "1.50")])
+
+        assert conn.run("SELECT external_id FROM patients") == [["7"]]
+        assert conn.run("SELECT external_id, patient_external_id FROM payments") == [["70", "7"]]
+        assert totals(conn)["7"] == (Decimal("1.50"), 1)
+
+    def test_text_needing_copy_escapes_round_trips(self, conn):
+        tricky = 'O\'Brien, "Jr" \\ tab\there\nnew line ü 漢'
+        sync("patients", [patient(1, first=tricky, middleName="\\N")])
+
+        assert conn.run("SELECT first_name, middle_name FROM patients") == [[tricky, "\\N"]]
+
+
+class TestPaymentRules:
+    def test_amount_change_moves_the_total(self, conn):
+        sync("patients", [patient(1)])
+        sync("payments", [payment(10, 1, "10.00"), payment(11, 1, "5.55")])
+
+        summary = sync("payments", [payment(10, 1, "12.34"), payment(11, 1, "5.55")])
+
+        assert (summary.updated, summary.unchanged) == (1, 1)
+        assert totals(conn)["1"] == (Decimal("17.89"), 2)
+
+    def test_payment_moving_to_another_patient_updates_both_totals(self, conn):
+        sync("patients", [patient(1), patient(2)])
+        sync("payments", [payment(10, 1, "10.00"), payment(11, 1, "1.00")])
+
+        sync("payments", [payment(10, 2, "10.00"), payment(11, 1, "1.00")])
+
+        assert totals(conn) == {"1": (Decimal("1.00"), 1), "2": (Decimal("10.00"), 1)}
+
+    def test_deleted_payment_leaves_the_total_and_restore_brings_it_back(self, conn):
+        sync("patients", [patient(1)])
+        sync("payments", [payment(10, 1, "10.00"), payment(11, 1, "1.00")])
+
+        deleted = sync("payments", [payment(11, 1, "1.00")])
+        assert deleted.deleted == 1
+        assert totals(conn)["1"] == (Decimal("1.00"), 1)
+
+        restored = sync("payments", [payment(10, 1, "10.00"), payment(11, 1, "1.00")])
+        assert restored.restored == 1
+        assert totals(conn)["1"] == (Decimal("11.00"), 2)
+
+    def test_payments_of_a_deleted_patient_count_again_when_it_is_restored(self, conn):
+        sync("patients", [patient(1), patient(2)])
+        sync("payments", [payment(10, 1, "10.00")])
+        sync("patients", [patient(2)])
+
+        sync("patients", [patient(1), patient(2)])
+
+        assert totals(conn)["1"] == (Decimal("10.00"), 1)
+
+    def test_orphan_keeps_its_reference_and_counts_as_orphaned(self, conn):
+        sync("patients", [patient(1)])
+
+        summary = sync("payments", [payment(10, 1), payment(11, "nobody")])
+
+        assert summary.orphaned == 1
+        assert conn.run("SELECT patient_external_id, patient_id FROM payments WHERE external_id = '11'") == [
+            ["nobody", None]
+        ]
+
+    def test_amounts_keep_their_cents(self, conn):
+        sync("patients", [patient(1)])
+        raw = (
+            b'[{"amount": 0.1, "patientId": "1", "externalId": "a"},'
+            b' {"amount": 0.2, "patientId": "1", "externalId": "b"},'
+            b' {"amount": 9999999999.99, "patientId": "1", "externalId": "c"},'
+            b' {"amount": 7, "patientId": "1", "externalId": "d"}]'
+        )
+
+        reconcile_snapshot("payments", io.BytesIO(raw), source="cli")
+
+        assert totals(conn)["1"] == (Decimal("10000000007.29"), 4)
+
+
+class TestRejections:
+    def test_invalid_records_are_listed_and_nothing_is_applied(self, conn):
+        sync("patients", [patient(1)])
+        before = table_state(conn)
+        records = [
+            patient(2),
+            {"firstName": "No", "lastName": "Id", "dateOfBirth": "1990-01-01"},
+            patient(3, dateOfBirth="1990-02-30"),
+            patient(4, firstName=5),
+            "not an object",
+            patient(True),
+        ]
+
+        with pytest.raises(InvalidSnapshot) as caught:
+            sync("patients", records)
+
+        errors = [(d["index"], d["externalId"], d["field"]) for d in caught.value.details]
+        assert errors == [
+            (1, None, "externalId"),
+            (2, "3", "dateOfBirth"),
+            (3, "4", "firstName"),
+            (4, None, None),
+            (5, None, "externalId"),
+        ]
+        assert caught.value.total == 5
+        assert table_state(conn) == before
+
+    def test_invalid_amounts_are_rejected(self, conn):
+        raw = (
+            b'[{"amount": 1.234, "patientId": "1", "externalId": "a"},'
+            b' {"amount": "12.00", "patientId": "1", "externalId": "b"},'
+            b' {"amount": 1e400, "patientId": "1", "externalId": "c"},'
+            b' {"amount": 10000000000, "patientId": "1", "externalId": "d"},'
+            b' {"amount": null, "patientId": "1", "externalId": "e"},'
+            b' {"amount": 1.5, "patientId": 1.5, "externalId": "f"}]'
+        )
+
+        with pytest.raises(InvalidSnapshot) as caught:
+            reconcile_snapshot("payments", io.BytesIO(raw), source="cli")
+
+        assert [(d["externalId"], d["field"]) for d in caught.value.details] == [
+            ("a", "amount"),
+            ("b", "amount"),
+            ("c", "amount"),
+            ("d", "amount"),
+            ("e", "amount"),
+            ("f", "patientId"),
+        ]
+        assert conn.run("SELECT count(*) FROM payments") == [[0]]
+
+    def test_duplicate_external_ids_reject_the_snapshot(self, conn):
+        with pytest.raises(InvalidSnapshot) as caught:
+            sync("patients", [patient(1), patient(2), patient("1"), patient(2)])
+
+        assert [(d["index"], d["externalId"]) for d in caught.value.details] == [(2, "1"), (3, "2")]
+        assert "first seen at index 0" in caught.value.details[0]["message"]
+        assert conn.run("SELECT count(*) FROM patients") == [[0]]
+
+    def test_error_list_is_capped_at_100_with_the_total(self, conn):
+        records = [patient(i, dateOfBirth="bad") for i in range(250)]
+
+        with pytest.raises(InvalidSnapshot) as caught:
+            sync("patients", records)
+
+        assert len(caught.value.details) == 100
+        assert caught.value.total == 250
+        assert caught.value.details[0]["index"] == 0
+
+    @pytest.mark.parametrize(
+        ("raw", "message"),
+        [
+            (b"", "empty"),
+            (b"   \n", "empty"),
+            (b'{"externalId": "1"}', "JSON array"),
+            (b"[{]", "invalid JSON"),
+            (b'[{"amount": NaN, "patientId": "1", "externalId": "1"}]', "invalid JSON"),
+            (b"[] trailing", "invalid JSON"),
+            (b"\x1f\x8bnot really gzip", "gzip"),
+        ],
+    )
+    def test_malformed_snapshot_is_rejected(self, conn, raw, message):
+        sync("payments", [payment(1, 1)])
+        before = table_state(conn)
+
+        with pytest.raises(MalformedSnapshot) as caught:
+            reconcile_snapshot("payments", io.BytesIO(raw), source="cli")
+
+        assert message in caught.value.message
+        assert table_state(conn) == before
+
+    def test_rejected_sync_is_recorded(self, conn):
+        with pytest.raises(InvalidSnapshot) as caught:
+            sync("patients", [patient(1), patient(1)])
+
+        [[status, error_code, total]] = conn.run(
+            "SELECT status, error->>'code', (error->>'total')::int FROM sync_runs WHERE id = :id",
+            id=caught.value.sync_id,
+        )
+        assert (status, error_code, total) == ("rejected", "invalid_records", 1)
+
+
+class TestDeletionGuard:
+    def test_guard_refuses_to_wipe_a_large_table(self, conn):
+        sync("patients", [patient(i) for i in range(100)])
+        before = table_state(conn)
+
+        with pytest.raises(DeletionGuardTriggered) as caught:
+            sync("patients", [])
+
+        assert "delete 100 of 100" in caught.value.message
+        assert table_state(conn) == before
+
+    def test_guard_allows_exactly_half(self, conn):
+        sync("patients", [patient(i) for i in range(100)])
+
+        summary = sync("patients", [patient(i) for i in range(50)])
+
+        assert summary.deleted == 50
+
+    def test_guard_refuses_just_over_half(self, conn):
+        sync("patients", [patient(i) for i in range(100)])
+
+        with pytest.raises(DeletionGuardTriggered):
+            sync("patients", [patient(i) for i in range(49)])
+
+    def test_force_overrides_the_guard(self, conn):
+        sync("patients", [patient(i) for i in range(100)])
+
+        summary = sync("patients", [], force=True)
+
+        assert (summary.deleted, summary.forced) == (100, True)
+        assert totals(conn) == {}
+
+    def test_small_tables_are_not_guarded(self, conn):
+        sync("patients", [patient(i) for i in range(99)])
+
+        assert sync("patients", []).deleted == 99
+
+    def test_thresholds_come_from_settings(self, conn, settings_env):
+        settings_env(DELETE_GUARD_MIN_ROWS="4", DELETE_GUARD_RATIO="0.25")
+        sync("patients", [patient(i) for i in range(4)])
+
+        with pytest.raises(DeletionGuardTriggered):
+            sync("patients", [patient(i) for i in range(2)])
+
+
+class TestDryRun:
+    def test_dry_run_reports_the_same_summary_and_applies_nothing(self, conn):
+        sync("patients", [patient(1), patient(2)])
+        before = table_state(conn)
+        change = [patient(1, first="New"), patient(3)]
+
+        preview = sync("patients", change, dry_run=True)
+
+        assert table_state(conn) == before
+        assert (preview.dry_run, preview.status) == (True, "applied")
+        real = sync("patients", change)
+        counts = ("received", "inserted", "updated", "deleted", "restored", "unchanged", "orphaned")
+        assert [getattr(preview, c) for c in counts] == [getattr(real, c) for c in counts]
+        assert (real.inserted, real.updated, real.deleted) == (1, 1, 1)
+        assert conn.run("SELECT dry_run FROM sync_runs ORDER BY id") == [[False], [True], [False]]
+
+    def test_dry_run_still_trips_the_guard(self, conn):
+        sync("patients", [patient(i) for i in range(100)])
+
+        with pytest.raises(DeletionGuardTriggered):
+            sync("patients", [], dry_run=True)
+
+
+class TestTransactions:
+    def test_failure_mid_merge_leaves_the_database_unchanged(self, conn, monkeypatch):
+        sync("patients", [patient(1), patient(2)])
+        sync("payments", [payment(10, 1)])
+        before = table_state(conn)
+
+        def broken_refresh(connection):
+            connection.run("SELECT 1 / 0")  # fails after delete, update and insert ran
+
+        monkeypatch.setattr(merge, "refresh_totals", broken_refresh)
+        with pytest.raises(pg8000.native.DatabaseError):
+            sync("payments", [payment(10, 2, "99.99"), payment(11, 1)])
+
+        assert table_state(conn) == before
+        [[status, code]] = conn.run("SELECT status, error->>'code' FROM sync_runs ORDER BY id DESC LIMIT 1")
+        assert (status, code) == ("failed", "internal_error")
+
+    def test_concurrent_syncs_of_one_entity_are_serialized(self, conn, database_url):
+        holder = pg8000.native.Connection(**parse_database_url(database_url).as_kwargs())
+        holder.run("BEGIN")
+        holder.run("SELECT pg_advisory_xact_lock(:key)", key=merge.LOCK_KEYS["patients"])
+        results = []
+        worker = threading.Thread(target=lambda: results.append(sync("patients", [patient(1)])))
+
+        worker.start()
+        time.sleep(1.0)
+        still_waiting = worker.is_alive()
+        waiting_locks = conn.run("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        holder.run("COMMIT")
+        worker.join(timeout=10)
+        holder.close()
+
+        assert still_waiting
+        assert waiting_locks == [[1]]
+        assert results[0].inserted == 1
+
+    def test_parallel_syncs_both_apply_in_some_order(self, conn):
+        results = []
+        threads = [
+            threading.Thread(target=lambda i=i: results.append(sync("patients", [patient(1, first=f"v{i}")])))
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+
+        assert sorted((r.inserted, r.updated) for r in results) == [(0, 1), (1, 0)]
+        assert conn.run("SELECT count(*) FROM patients") == [[1]]
+
+
+class TestInputFormats:
+    def test_gzip_snapshot(self, conn):
+        data = gzip.compress(sample_bytes("patients"))
+
+        summary = reconcile_snapshot("patients", io.BytesIO(data), source="cli")
+
+        assert summary.inserted == 4
+
+    def test_byte_order_mark_and_leading_whitespace(self, conn):
+        data = b"\xef\xbb\xbf \n\t" + sample_bytes("patients")
+
+        assert reconcile_snapshot("patients", io.BytesIO(data), source="cli").inserted == 4
+
+    def test_unknown_fields_are_ignored(self, conn):
+        summary = sync("patients", [patient(1, email="x@example.org")])
+
+        assert summary.inserted == 1
+
+    def test_large_snapshot_streams_in_many_copy_chunks(self, conn, monkeypatch):
+        monkeypatch.setattr("paysync.snapshot.COPY_CHUNK_CHARS", 1000)
+        records = [patient(i) for i in range(3000)]
+
+        summary = sync("patients", records)
+
+        assert summary.inserted == 3000
+        assert conn.run("SELECT count(*) FROM patients") == [[3000]]

@@ -1,0 +1,104 @@
+"""The benchmark's correctness check at a small size: generated snapshots (base day, identical
+re-sync, next day) through the real reconcile, the replica verified against the JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pg8000.native
+import psycopg
+import pytest
+
+from bench.generate import Dataset, Size, generate
+from bench.verify import VerificationFailed, verify_replica
+from paysync.reconcile import reconcile_snapshot
+
+TINY = Size("T", patients=400, payments=3000)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return generate(TINY, seed=7, directory=tmp_path_factory.mktemp("scale"))
+
+
+def _sync(dataset: Dataset, day: str) -> dict[str, dict[str, int]]:
+    summaries = {}
+    for entity in ("patients", "payments"):
+        with dataset.path(entity, day).open("rb") as stream:
+            summary = reconcile_snapshot(entity, stream, source="cli")  # type: ignore[arg-type]
+        summaries[entity] = summary.to_json()
+    return summaries
+
+
+def _verify(database_url: str, dataset: Dataset, day: str) -> None:
+    with psycopg.connect(database_url) as connection:
+        verify_replica(connection, dataset.path("patients", day), dataset.path("payments", day)).raise_for_mismatch()
+
+
+def test_generator_is_deterministic(dataset: Dataset, tmp_path: Path) -> None:
+    again = generate(TINY, seed=7, directory=tmp_path)
+
+    for entity in ("patients", "payments"):
+        for day in ("base", "next"):
+            assert again.path(entity, day).read_bytes() == dataset.path(entity, day).read_bytes()
+    assert again.manifest == dataset.manifest
+
+
+def test_generated_data_has_the_awkward_cases(dataset: Dataset) -> None:
+    text = dataset.path("patients").read_text(encoding="utf-8")
+
+    assert '"middleName":null' in text
+    assert '"dateOfBirth"' in text
+    assert text.count('"middleName"') < dataset.manifest["base"]["patients"]  # some middle names absent
+    for awkward in (", ", '\\"', "\\\\", "é", "\\t"):
+        assert awkward in text
+    assert '"externalId":7' in text  # integer ids appear too
+
+
+def test_base_identical_and_next_day_syncs_verify(
+    database_url: str, conn: pg8000.native.Connection, dataset: Dataset
+) -> None:
+    # Given an empty replica, when the base day is loaded
+    first = _sync(dataset, "base")
+    # then it holds exactly the snapshots
+    assert first["patients"]["inserted"] == TINY.patients
+    assert first["payments"]["inserted"] == TINY.payments
+    assert first["payments"]["orphaned"] > 0
+    _verify(database_url, dataset, "base")
+
+    # An identical re-sync changes nothing.
+    again = _sync(dataset, "base")
+    for entity in ("patients", "payments"):
+        assert again[entity]["unchanged"] == again[entity]["received"]
+    _verify(database_url, dataset, "base")
+
+    # The next day's changes, deletions and new rows are applied exactly.
+    after = _sync(dataset, "next")
+    for entity in ("patients", "payments"):
+        changes = dataset.manifest["next"][entity]
+        assert (after[entity]["inserted"], after[entity]["updated"], after[entity]["deleted"]) == (
+            changes["new"],
+            changes["changed"],
+            changes["deleted"],
+        )
+    assert after["payments"]["orphaned"] < first["payments"]["orphaned"]  # new patients adopted orphans
+    _verify(database_url, dataset, "next")
+
+
+def test_verification_names_what_differs(database_url: str, conn: pg8000.native.Connection, dataset: Dataset) -> None:
+    _sync(dataset, "base")
+    # Given a replica tampered with behind the engine's back
+    conn.run("UPDATE payments SET amount = amount + 1 WHERE id = (SELECT min(id) FROM payments)")
+    conn.run("UPDATE patients SET middle_name = 'X' WHERE id = (SELECT max(id) FROM patients)")
+    conn.run("UPDATE patients SET payments_total = payments_total + 5 WHERE id = (SELECT min(id) FROM patients)")
+
+    with psycopg.connect(database_url) as connection:
+        report = verify_replica(connection, dataset.path("patients"), dataset.path("payments"))
+
+    assert not report.ok
+    message = "\n".join(report.mismatches)
+    assert "['middle_name']" in message
+    assert "['amount']" in message
+    assert "patients with wrong totals" in message
+    with pytest.raises(VerificationFailed):
+        report.raise_for_mismatch()

@@ -1,0 +1,103 @@
+"""Streaming snapshot reading (pure logic, in-memory streams)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import pytest
+
+from paysync.snapshot import MalformedInput, SnapshotReader, open_json_array
+
+
+class TrickleStream:
+    """Returns at most `step` bytes per read, like a slow network body."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.reads = data, step, 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        take = self.step if size < 0 else min(size, self.step)
+        chunk, self.data = self.data[:take], self.data[take:]
+        return chunk
+
+
+def read_all(data: bytes, entity: str = "payments", chunk_chars: int = 1 << 20) -> tuple[SnapshotReader, list[str]]:
+    reader = SnapshotReader(entity, io.BytesIO(data))
+    return reader, list(reader.copy_chunks(chunk_chars))
+
+
+def payments_json(count: int) -> bytes:
+    return (
+        "[" + ",".join(f'{{"amount": 1.25, "patientId": "p", "externalId": "{i}"}}' for i in range(count)) + "]"
+    ).encode()
+
+
+def test_rows_leave_in_bounded_chunks():
+    reader, chunks = read_all(payments_json(1000), chunk_chars=500)
+
+    assert reader.received == 1000
+    assert len(chunks) > 10
+    assert all(len(chunk) < 600 for chunk in chunks)
+    assert "".join(chunks).count("\n") == 1000
+
+
+def test_input_is_read_incrementally():
+    stream = TrickleStream(payments_json(2000), step=4096)
+    reader = SnapshotReader("payments", stream)
+
+    first = next(iter(reader.copy_chunks(100)))
+
+    assert first.startswith("0\t0\t1.25\tp\n")
+    assert stream.data  # most of the input is still unread
+
+
+def test_invalid_records_are_counted_but_only_100_kept():
+    data = ("[" + ",".join('{"amount": "x", "patientId": "p", "externalId": "1"}' for _ in range(150)) + "]").encode()
+
+    reader, chunks = read_all(data)
+
+    assert (reader.invalid_count, len(reader.errors), chunks) == (150, 100, [])
+
+
+def test_gzip_is_detected_by_its_magic_bytes():
+    reader, _ = read_all(gzip.compress(payments_json(3)))
+
+    assert reader.received == 3
+    assert reader.malformed is None
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(b"", "empty"), (b"\n\n", "empty"), (b"null", "JSON array"), (b'"x"', "JSON array"), (b"{}", "JSON array")],
+)
+def test_open_json_array_refuses_non_arrays(data, expected):
+    with pytest.raises(MalformedInput, match=expected):
+        open_json_array(io.BytesIO(data))
+
+
+def test_json_errors_do_not_echo_the_input():
+    reader, _ = read_all(b'[{"firstName": "Secret Name", "x": ]', entity="patients")
+
+    assert reader.malformed is not None
+    assert reader.malformed.startswith("invalid JSON")
+    assert "Secret" not in reader.malformed
+
+
+def test_io_failures_are_kept_for_the_caller_not_raised_inside_copy():
+    class Broken:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def read(self, size: int = -1) -> bytes:
+            self.calls += 1
+            if self.calls > 2:
+                raise ConnectionResetError("peer reset")
+            return b'[{"amount": 1, "patientId": "p", "externalId": "1"},' if self.calls == 1 else b" "
+
+    reader = SnapshotReader("payments", Broken())
+
+    list(reader.copy_chunks())
+
+    assert isinstance(reader.failure, ConnectionResetError)
