@@ -2,79 +2,33 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from devserver import lambdas
+from devserver.apigateway import proxy_event
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
-CALLS = 300
-WARMUP = 20
+CALLS = 300  # measured calls per case and size
+ROUND = 50  # calls per case before the next database takes its turn
+WARMUP_PER_ROUND = 5  # unmeasured calls after each switch (a new connection, cold caches)
 DISTINCT_EVENTS = 50  # each case cycles through this many different requests
 NARROW_ROWS = 25  # patients inside a "narrow" total range
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-@dataclass
-class LambdaContext:
-    function_name: str = "paysync-bench"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:paysync-bench"
-    aws_request_id: str = "00000000-0000-4000-8000-000000000000"
-    log_group_name: str = "/aws/lambda/paysync-bench"
-    log_stream_name: str = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def proxy_event(path: str, query: dict[str, str] | None = None) -> dict[str, Any]:
-    """An API Gateway REST (v1) proxy event for GET `path`, as the Prod stage delivers it."""
-    headers = {"Host": "bench.execute-api.us-east-1.amazonaws.com", "X-Forwarded-Proto": "https", "Accept": "*/*"}
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": "GET",
-        "headers": headers,
-        "multiValueHeaders": {name: [value] for name, value in headers.items()},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {name: [value] for name, value in query.items()} if query else None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": path,
-            "httpMethod": "GET",
-            "path": f"/Prod{path}",
-            "stage": "Prod",
-            "accountId": "123456789012",
-            "apiId": "bench",
-            "requestId": "bench-request",
-            "protocol": "HTTP/1.1",
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": "paysync-bench"},
-            "requestTimeEpoch": 0,
-        },
-        "body": None,
-        "isBase64Encoded": False,
-    }
-
-
 def load_handler(function: str) -> Handler:
     """functions/<function>/app.py's lambda_handler, imported under a unique module name."""
-    spec = importlib.util.spec_from_file_location(f"bench_{function}_app", FUNCTIONS / function / "app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.lambda_handler
+    return lambdas.load_handler(FUNCTIONS / function / "app.py", f"bench_{function}_app")
 
 
 def use_database(url: str) -> None:
@@ -137,30 +91,42 @@ def _percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def measure_reads(url: str, handlers: dict[str, Handler]) -> dict[str, dict[str, float]]:
-    """p50 / p99 milliseconds of every read case against the database at `url`."""
-    use_database(url)
-    context = LambdaContext()
-    results = {}
-    for name, (path, queries) in read_cases(url).items():
-        handler = handlers[path]
-        events = [proxy_event(path, query) for query in queries]
-        rows = 0
-        samples = []
-        for call in range(WARMUP + CALLS):
-            event = events[call % len(events)]
-            clock = time.perf_counter()
-            response = handler(event, context)
-            elapsed = time.perf_counter() - clock
-            if response["statusCode"] != 200:
-                raise RuntimeError(f"{name}: HTTP {response['statusCode']}: {response['body'][:300]}")
-            if call >= WARMUP:
-                samples.append(elapsed * 1000)
-                rows += len(json.loads(response["body"]))
-        results[name] = {
-            "p50_ms": _percentile(samples, 0.50),
-            "p99_ms": _percentile(samples, 0.99),
-            "calls": len(samples),
-            "rows_per_call": rows / len(samples),
+def measure_reads(urls: dict[str, str], handlers: dict[str, Handler]) -> dict[str, dict[str, dict[str, float]]]:
+    """p50 / p99 milliseconds of every read case on each database (size name -> URL).
+
+    The databases take turns in rounds of ROUND calls per case, so that drift in
+    this machine's speed hits every size alike and the sizes compare fairly.
+    """
+    cases = {size: read_cases(url) for size, url in urls.items()}
+    context = lambdas.LambdaContext("paysync-bench", memory_limit_in_mb=512, timeout_seconds=30, region="us-east-1")
+    samples: dict[str, dict[str, list[float]]] = {size: {} for size in urls}
+    rows: dict[str, dict[str, int]] = {size: {} for size in urls}
+    for start in range(0, CALLS, ROUND):
+        for size, url in urls.items():
+            use_database(url)
+            for name, (path, queries) in cases[size].items():
+                handler = handlers[path]
+                events = [proxy_event("GET", path, query=query) for query in queries]
+                timed = samples[size].setdefault(name, [])
+                for call in range(start - WARMUP_PER_ROUND, min(start + ROUND, CALLS)):
+                    event = events[call % len(events)]
+                    clock = time.perf_counter()
+                    response = handler(event, context)
+                    elapsed = time.perf_counter() - clock
+                    if response["statusCode"] != 200:
+                        raise RuntimeError(f"{name}: HTTP {response['statusCode']}: {response['body'][:300]}")
+                    if call >= start:
+                        timed.append(elapsed * 1000)
+                        rows[size][name] = rows[size].get(name, 0) + len(json.loads(response["body"]))
+    return {
+        size: {
+            name: {
+                "p50_ms": _percentile(timed, 0.50),
+                "p99_ms": _percentile(timed, 0.99),
+                "calls": len(timed),
+                "rows_per_call": rows[size][name] / len(timed),
+            }
+            for name, timed in by_case.items()
         }
-    return results
+        for size, by_case in samples.items()
+    }

@@ -110,7 +110,7 @@ def reads_table(results: dict[str, Any]) -> str:
 
 def imports_table(results: dict[str, Any]) -> str:
     return _table(
-        ["function module", "cold import s (median of 5)"],
+        ["function module", "cold import s (median of 9)"],
         [[name, _num(seconds, 3)] for name, seconds in results["imports"].items()],
     )
 
@@ -204,29 +204,43 @@ def render_size(results: dict[str, Any], every_size: dict[str, dict[str, Any]]) 
 
 HEADER = """# Benchmarks
 
-Produced by `make bench SIZE=S|M|L` (default M); each run rewrites its size's
-section from `bench/results/<SIZE>.json`. Snapshots are generated
-deterministically by `bench/generate.py` (cached in `bench/data/`, gitignored).
+Produced by `make bench SIZE=S|M|L` (default M); each run saves
+`bench/results/<SIZE>.json` and rewrites this file from every saved size.
+Snapshots are generated deterministically by `bench/generate.py` (cached in
+`bench/data/`, gitignored). The targets are judged at M (and at L for the
+Lambda time limit and the memory growth); every size prints them.
 
 How to read the sync table:
 
 - **COPY floor**: the same streaming parse, then COPY into an unindexed
-  UNLOGGED table with psycopg 3 (libpq, C) — what this machine and database
-  can ingest at best. **x floor** (times the floor) is the step's wall time over the floor of
-  the same entity; the targets compare each phase (patients + payments) with
-  both floors together.
-- **sync steps** run `paysync.reconcile.reconcile_snapshot` (pg8000, one
-  transaction) in a fresh child process: wall time, the Python process's CPU,
-  the PostgreSQL backend's CPU (from /proc; parallel workers not included),
-  the child's peak RSS (ru_maxrss, includes the interpreter and imports), and
-  the rows PostgreSQL really wrote to `patients` + `payments`
-  (pg_stat_user_tables deltas: inserts + updates + deletes).
+  UNLOGGED table with psycopg 3 (libpq, C): what this machine and database
+  can ingest at best. **x floor** is a step's wall time over the floor of
+  the same entity; the targets compare each phase (patients + payments)
+  with both floors together.
+- **Sync steps** run `paysync.reconcile.reconcile_snapshot` (pg8000, one
+  transaction), the function the Lambdas and the CLI call, each in a fresh
+  child process: wall time, the Python process's CPU, the PostgreSQL
+  backend's CPU (from /proc; parallel workers not included), the child's
+  peak RSS (VmHWM: interpreter and imports included) and the rows
+  PostgreSQL really wrote to `patients` + `payments` (pg_stat_user_tables
+  deltas: inserts + updates + deletes; a payments sync also rewrites the
+  totals of the patients whose payments moved).
 - After every phase the replica is verified against the JSON: live row
   counts, a checksum of every replicated column, every payment's patient
   link, and every patient's total and count recomputed from the file.
 - **Reads** call the real `get_patients` / `get_payments` handlers in-process
-  with API Gateway proxy events (warm; 300 calls per case after 20 warm-up
-  calls, cycling through up to 50 different requests).
+  with API Gateway proxy events, in one fresh process: 300 timed calls per
+  case and size, cycling through up to 50 different requests, in rounds of
+  50 that alternate between S and the chosen size (5 untimed warm-up calls
+  after each switch), so that drift in the machine's speed hits both sizes
+  alike. Both replicas get a `VACUUM (ANALYZE)` first, so that autovacuum
+  catching up with the syncs does not compete for the two cores.
+- **Cold import**: `import app` of each function in a fresh interpreter
+  (bytecode cached), median of 9, measured first while the machine is idle.
+
+The machine is a 2-core VM whose speed drifts by up to 2x between runs
+(neighbours); the ratios to the floor and between sizes are stable, the
+absolute milliseconds of one run are not.
 """
 
 

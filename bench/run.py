@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ENTITIES = ("patients", "payments")
 PHASES = (("first load", "base"), ("identical re-sync", "base"), ("next-day re-sync", "next"))
-IMPORT_RUNS = 5
+IMPORT_RUNS = 9
 DATABASE = "paysync_bench"
 
 
@@ -136,27 +136,38 @@ def run_syncs(url: str, dataset: Dataset, problems: list[str]) -> tuple[list[dic
     return syncs, verifications
 
 
-def run_reads(server: Server, size: Size, dataset: Dataset, small: Dataset, url: str) -> dict[str, Any]:
-    """Read latency on the replica at `url` (the chosen size), and on a fresh replica of S."""
-    from bench.reads import load_handler, measure_reads
+def _settle(url: str) -> None:
+    """VACUUM ANALYZE the replica, as autovacuum would after the syncs, so it does not
+    compete with the read measurements for this machine's two cores."""
+    import psycopg
 
-    handlers = {"/patients": load_handler("get_patients"), "/payments": load_handler("get_payments")}
-    _log(f"reads at {size.name}")
-    reads = {size.name: measure_reads(url, handlers)}
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("VACUUM (ANALYZE) patients, payments")
+
+
+def run_reads(server: Server, size: Size, small: Dataset, url: str) -> dict[str, Any]:
+    """Read latency on the replica at `url` (the chosen size) and on a fresh replica of S.
+
+    Measured in one fresh child (a warm Lambda container, not a benchmark
+    process full of verification data), the sizes taking turns, once both
+    replicas are settled.
+    """
+    urls = {size.name: url}
     if size.name != "S":
-        small_url = server.create_database(f"{DATABASE}_s")
-        try:
-            _migrate(small_url)
+        urls["S"] = server.create_database(f"{DATABASE}_s")
+    try:
+        if size.name != "S":
+            _log("loading S for the read comparison")
+            _migrate(urls["S"])
             for entity in ENTITIES:
-                steps.in_child(steps.sync, small_url, entity, str(small.path(entity)))
-            _log("reads at S")
-            reads["S"] = measure_reads(small_url, handlers)
-        finally:
-            from bench.reads import use_database
-
-            use_database(url)  # closes the shared connection to the S database
+                steps.in_child(steps.sync, urls["S"], entity, str(small.path(entity)))
+        for each in urls.values():
+            _settle(each)
+        _log(f"reads at {', '.join(urls)}")
+        return steps.in_child(steps.reads, urls)
+    finally:
+        if size.name != "S":
             server.drop_database(f"{DATABASE}_s")
-    return reads
 
 
 def run_imports() -> dict[str, float]:
@@ -182,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"snapshots: size {size.name} ({size.patients} patients, {size.payments} payments), seed {args.seed}")
     dataset = ensure_dataset(size, args.seed)
     small = dataset if size.name == "S" else ensure_dataset(SIZES["S"], args.seed)
+    # First, while the machine is quiet: import times are easily disturbed.
+    _log("cold imports")
+    imports = run_imports()
     problems: list[str] = []
     results: dict[str, Any] = {
         "size": size.name,
@@ -191,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "files": dataset.manifest,
+        "imports": imports,
     }
     with bench_server() as server:
         results["database"] = server.describe()
@@ -203,20 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                 _log(f"COPY floor: {entity}")
                 results["floor"][entity] = steps.in_child(steps.copy_floor, url, entity, str(dataset.path(entity)))
             results["syncs"], results["verification"] = run_syncs(url, dataset, problems)
-            results["reads"] = run_reads(server, size, dataset, small, url)
+            results["reads"] = run_reads(server, size, small, url)
         finally:
-            from bench.reads import use_database
-
-            use_database(url)
-            from paysync.dal import db
-
-            if db._shared is not None:
-                db.close_quietly(db._shared)
-                db._shared = None
             if not args.keep:
                 server.drop_database(DATABASE)
-    _log("cold imports")
-    results["imports"] = run_imports()
     results["problems"] = problems
 
     RESULTS_DIR.mkdir(exist_ok=True)

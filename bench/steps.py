@@ -32,7 +32,19 @@ def in_child(function: Callable[..., T], *args: Any) -> T:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    """This process's peak resident set size in MB.
+
+    VmHWM belongs to the process's own address space. ru_maxrss would not do:
+    Linux carries it over from the parent through fork and exec, so a child
+    of a big parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux, bytes on macOS
 
 
 def _own_cpu() -> float:
@@ -111,6 +123,15 @@ def sync(url: str, entity: str, path: str) -> dict[str, Any]:
         "baseline_rss_mb": baseline_rss,
         "summary": summary.to_json(),
     }
+
+
+def reads(urls: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Read latencies through the handlers, in-process, on each database (see bench.reads)."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    from bench.reads import load_handler, measure_reads
+
+    handlers = {"/patients": load_handler("get_patients"), "/payments": load_handler("get_payments")}
+    return measure_reads(urls, handlers)
 
 
 def cold_import(function_dir: str, layer_dir: str) -> float:

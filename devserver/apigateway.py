@@ -104,6 +104,56 @@ def build_event(
     }
 
 
+def proxy_event(
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | None = None,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    resource: str | None = None,
+    path_parameters: dict[str, str] | None = None,
+    base64: bool = False,
+    stage: str = "Prod",
+) -> dict[str, Any]:
+    """A REST (payload v1) proxy event as a deployed stage delivers it, for tests and benchmarks."""
+    all_headers = {
+        "Host": "abc123.execute-api.us-east-1.amazonaws.com",
+        "X-Forwarded-Proto": "https",
+        "User-Agent": "paysync-tests",
+        **({"Content-Type": "application/json"} if body is not None else {}),
+        **(headers or {}),
+    }
+    request_id = str(uuid.uuid4())
+    return {
+        "resource": resource or path,
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {name: [value] for name, value in all_headers.items()},
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": {name: [value] for name, value in query.items()} if query else None,
+        "pathParameters": path_parameters,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc123",
+            "resourcePath": resource or path,
+            "httpMethod": method,
+            "path": f"/{stage}{path}",
+            "stage": stage,
+            "accountId": ACCOUNT,
+            "apiId": "abc123",
+            "requestId": request_id,
+            "extendedRequestId": request_id,
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": int(time.time() * 1000),
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "paysync-tests"},
+        },
+        "body": body,
+        "isBase64Encoded": base64,
+    }
+
+
 def _event_body(body: bytes) -> tuple[str | None, bool]:
     if not body:
         return None, False

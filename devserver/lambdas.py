@@ -65,7 +65,10 @@ class Runtime:
         self.region = region
         self._lock = threading.Lock()
         self._functions = {function.name: function for function in functions}
-        self._handlers = {name: _load_handler(function) for name, function in self._functions.items()}
+        self._handlers = {
+            name: load_handler(function.module_path, f"devserver_fn_{name}", function.handler_name)
+            for name, function in self._functions.items()
+        }
 
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
         """Run one event through function `name` and return what its handler returned (or raise)."""
@@ -85,12 +88,17 @@ class Runtime:
                     )
 
 
-def _load_handler(function: Function) -> Callable[[dict[str, Any], LambdaContext], Any]:
-    module_name = f"devserver_fn_{function.name}"
-    spec = importlib.util.spec_from_file_location(module_name, function.module_path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {function.module_path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, function.handler_name)
+def load_handler(
+    module_path: Path, module_name: str, handler_name: str = "lambda_handler"
+) -> Callable[[dict[str, Any], LambdaContext], Any]:
+    """A function's handler, its module imported under `module_name` (one module per function,
+    as each Lambda has its own `app`)."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, module_path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {module_path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return getattr(module, handler_name)

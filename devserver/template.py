@@ -30,11 +30,18 @@ def _cfn_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, 
         value = loader.construct_sequence(node, deep=True)
     else:
         value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)  # the long form is a list: [resource, attribute]
     name = tag_suffix if tag_suffix in ("Ref", "Condition") else f"Fn::{tag_suffix}"
     return {name: value}
 
 
 _CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def read_template(path: Path) -> dict[str, Any]:
+    """A CloudFormation/SAM template as plain data, short-form tags turned into their long forms."""
+    return yaml.load(path.read_text(), Loader=_CfnLoader) or {}  # a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class Template:
 
 def load_template(path: Path) -> Template:
     """Functions, API routes and S3 notifications declared in a SAM template."""
-    document = yaml.load(path.read_text(), Loader=_CfnLoader) or {}  # a SafeLoader subclass
+    document = read_template(path)
     root = path.resolve().parent
     defaults = (document.get("Globals") or {}).get("Function") or {}
     resources = document.get("Resources") or {}

@@ -3,23 +3,21 @@ Lambda contexts and the events/ files."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pg8000.native
 import pytest
 
+from devserver.lambdas import LambdaContext, load_handler
 from paysync.config import get_settings
 from paysync.dal import db, storage
 from paysync.dal.db import parse_database_url
@@ -129,22 +127,9 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     get_settings.cache_clear()
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "paysync-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:paysync-test"
-    aws_request_id: str = "52fdfc07-2182-154f-163f-5f0f9a621d72"
-    log_group_name: str = "/aws/lambda/paysync-test"
-    log_stream_name: str = "2026/11/26/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 @pytest.fixture
-def lambda_context() -> FakeLambdaContext:
-    return FakeLambdaContext()
+def lambda_context() -> LambdaContext:
+    return LambdaContext("paysync-test", memory_limit_in_mb=512, timeout_seconds=30, region="us-east-1")
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -167,72 +152,30 @@ def table_state(connection: pg8000.native.Connection) -> dict[str, list[list[Any
     return {table: connection.run(f"SELECT * FROM {table} ORDER BY id") for table in ("patients", "payments")}
 
 
-def api_event(
-    method: str,
-    path: str,
-    *,
-    query: dict[str, str] | None = None,
-    body: str | None = None,
-    headers: dict[str, str] | None = None,
-    resource: str | None = None,
-    path_parameters: dict[str, str] | None = None,
-    base64: bool = False,
-) -> dict[str, Any]:
-    """An API Gateway REST (v1) proxy event, shaped like the real thing."""
-    all_headers = {
-        "Host": "abc123.execute-api.us-east-1.amazonaws.com",
-        "X-Forwarded-Proto": "https",
-        "User-Agent": "pytest",
-        **({"Content-Type": "application/json"} if body is not None else {}),
-        **(headers or {}),
-    }
-    return {
-        "resource": resource or path,
-        "path": path,
-        "httpMethod": method,
-        "headers": all_headers,
-        "multiValueHeaders": {name: [value] for name, value in all_headers.items()},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {name: [value] for name, value in query.items()} if query else None,
-        "pathParameters": path_parameters,
-        "stageVariables": None,
-        "requestContext": {
-            "resourceId": "abc123",
-            "resourcePath": resource or path,
-            "httpMethod": method,
-            "path": f"/Prod{path}",
-            "stage": "Prod",
-            "accountId": "123456789012",
-            "apiId": "abc123",
-            "requestId": str(uuid.uuid4()),
-            "protocol": "HTTP/1.1",
-            "requestTimeEpoch": 1796300000000,
-            "identity": {"sourceIp": "203.0.113.7", "userAgent": "pytest"},
-        },
-        "body": body,
-        "isBase64Encoded": base64,
-    }
-
-
-def load_handler(name: str) -> ModuleType:
-    """functions/<name>/app.py as a module (each under its own name, like one Lambda each)."""
-    module_name = f"handler_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "app.py")
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def invoke(lambda_context: FakeLambdaContext) -> Any:
+def invoke(lambda_context: LambdaContext) -> Any:
     """invoke("get_patients", event) -> the handler's response dict."""
 
     def call(name: str, event: dict[str, Any]) -> dict[str, Any]:
-        return load_handler(name).lambda_handler(event, lambda_context)
+        return load_handler(ROOT / "functions" / name / "app.py", f"handler_{name}")(event, lambda_context)
 
     return call
+
+
+# The brief's samples once both are loaded: patient externalId -> total of its live payments.
+SAMPLE_TOTALS = {"4": Decimal("0.00"), "15": Decimal("0.00"), "8": Decimal("9.29"), "5": Decimal("17.22")}
+
+
+def body_of(response: dict[str, Any]) -> Any:
+    """A handler response's JSON body, numbers with decimals as Decimal (exact)."""
+    return json.loads(response["body"], parse_float=Decimal)
+
+
+def header(response: dict[str, Any], name: str) -> str | None:
+    """A response header, case-insensitively, from headers or multiValueHeaders."""
+    single = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    multi = {k.lower(): v for k, v in (response.get("multiValueHeaders") or {}).items()}
+    if name.lower() in single:
+        return single[name.lower()]
+    values = multi.get(name.lower())
+    return values[0] if values else None

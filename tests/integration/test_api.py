@@ -10,20 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.conftest import api_event, sample_bytes, table_state
-
-
-def body_of(response: dict) -> object:
-    return json.loads(response["body"], parse_float=Decimal)
-
-
-def header(response: dict, name: str) -> str | None:
-    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
-    multi = {k.lower(): v for k, v in (response.get("multiValueHeaders") or {}).items()}
-    if name.lower() in headers:
-        return headers[name.lower()]
-    values = multi.get(name.lower())
-    return values[0] if values else None
+from devserver.apigateway import proxy_event as api_event
+from tests.conftest import body_of, header, sample_bytes, table_state
 
 
 def post_snapshot(invoke, entity: str, body: bytes | str, query: dict | None = None, **kwargs) -> dict:

@@ -16,7 +16,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from paysync.migrate import MIGRATIONS_DIR
-from tests.conftest import EVENTS, TEST_BUCKET, load_event, sample_bytes
+from tests.conftest import EVENTS, SAMPLE_TOTALS, TEST_BUCKET, body_of, header, load_event, sample_bytes
 
 # Which handler takes each event file (the template routes the API ones: test_template.py).
 HANDLER_OF = {
@@ -54,16 +54,6 @@ def samples(conn, send):
     assert send("post_patients.json")["statusCode"] == 200
     assert send("post_payments.json")["statusCode"] == 200
     return conn
-
-
-def body_of(response: dict[str, Any]) -> Any:
-    return json.loads(response["body"], parse_float=Decimal)
-
-
-def header(response: dict[str, Any], name: str) -> str | None:
-    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
-    multi = {k.lower(): v for k, v in (response.get("multiValueHeaders") or {}).items()}
-    return headers.get(name.lower()) or (multi.get(name.lower()) or [None])[0]
 
 
 def live(conn, table: str) -> int:
@@ -115,12 +105,7 @@ def test_get_patients_lists_every_live_patient(samples, send):
 
     assert response["statusCode"] == 200
     patients = body_of(response)
-    assert {p["externalId"]: p["paymentsTotal"] for p in patients} == {
-        "4": Decimal("0.00"),
-        "15": Decimal("0.00"),
-        "8": Decimal("9.29"),
-        "5": Decimal("17.22"),
-    }
+    assert {p["externalId"]: p["paymentsTotal"] for p in patients} == SAMPLE_TOTALS
     assert header(response, "Link") is None
 
 

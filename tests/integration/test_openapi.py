@@ -11,14 +11,9 @@ import yaml
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from tests.conftest import ROOT, api_event, sample_bytes
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that accepts CloudFormation tags (!Ref, !Sub, …) as plain values."""
-
-
-_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+from devserver.apigateway import proxy_event as api_event
+from devserver.template import load_template
+from tests.conftest import ROOT, sample_bytes
 
 SPEC = yaml.safe_load((ROOT / "openapi.yaml").read_text())
 HANDLER_BY_ROUTE = {
@@ -33,13 +28,7 @@ HANDLER_BY_ROUTE = {
 
 
 def template_routes() -> set[tuple[str, str]]:
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
-    routes = set()
-    for resource in template["Resources"].values():
-        for event in (resource.get("Properties") or {}).get("Events", {}).values():
-            if event.get("Type") == "Api":
-                routes.add((event["Properties"]["Method"].lower(), event["Properties"]["Path"]))
-    return routes
+    return {(route.method.lower(), route.path) for route in load_template(ROOT / "template.yaml").routes}
 
 
 def openapi_routes() -> set[tuple[str, str]]:

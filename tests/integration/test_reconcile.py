@@ -457,3 +457,22 @@ class TestInputFormats:
 
         assert summary.inserted == 3000
         assert conn.run("SELECT count(*) FROM patients") == [[3000]]
+
+
+def test_syncs_of_different_entities_queue_up_too(conn, database_url):
+    """A payments sync waits for a patients sync (they write each other's tables)."""
+    holder = pg8000.native.Connection(**parse_database_url(database_url).as_kwargs())
+    holder.run("BEGIN")
+    holder.run("SELECT pg_advisory_xact_lock(:key)", key=merge.LOCK_KEYS["patients"])
+    results = []
+    worker = threading.Thread(target=lambda: results.append(sync("payments", [payment(1, 1)])))
+
+    worker.start()
+    time.sleep(1.0)
+    still_waiting = worker.is_alive()
+    holder.run("COMMIT")
+    worker.join(timeout=10)
+    holder.close()
+
+    assert still_waiting
+    assert results[0].inserted == 1

@@ -4,43 +4,25 @@ from __future__ import annotations
 
 import gzip
 import json
-from urllib.parse import quote_plus
 
 import pytest
 
+from devserver import s3 as devserver_s3
 from paysync.errors import DatabaseUnavailable
 from tests.conftest import TEST_BUCKET, sample_bytes, table_state
 
 
-def s3_event(key: str, version_id: str | None, bucket: str = TEST_BUCKET) -> dict:
+def s3_event(key: str, version_id: str | None) -> dict:
     """An S3 ObjectCreated:Put notification as S3 sends it (key URL-encoded)."""
-    obj = {"key": quote_plus(key, safe="/"), "size": 1, "eTag": "x", "sequencer": "0A1B2C3D4E5F678901"}
-    if version_id:
-        obj["versionId"] = version_id
-    return {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
-                "eventTime": "2026-11-26T12:00:00.000Z",
-                "eventName": "ObjectCreated:Put",
-                "userIdentity": {"principalId": "AWS:EXAMPLE"},
-                "requestParameters": {"sourceIPAddress": "203.0.113.7"},
-                "responseElements": {"x-amz-request-id": "EXAMPLE", "x-amz-id-2": "EXAMPLE"},
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "configurationId": "snapshots",
-                    "bucket": {
-                        "name": bucket,
-                        "ownerIdentity": {"principalId": "EXAMPLE"},
-                        "arn": f"arn:aws:s3:::{bucket}",
-                    },
-                    "object": obj,
-                },
-            }
-        ]
-    }
+    return devserver_s3.s3_event(
+        bucket=TEST_BUCKET,
+        region="us-east-1",
+        key=key,
+        size=1,
+        etag="x",
+        version_id=version_id,
+        event_name="ObjectCreated:Put",
+    )
 
 
 def put(s3, key: str, body: bytes) -> str:

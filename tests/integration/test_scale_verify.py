@@ -11,6 +11,7 @@ import pytest
 
 from bench.generate import Dataset, Size, generate
 from bench.verify import VerificationFailed, verify_replica
+from paysync.dal import merge
 from paysync.reconcile import reconcile_snapshot
 
 TINY = Size("T", patients=400, payments=3000)
@@ -82,6 +83,34 @@ def test_base_identical_and_next_day_syncs_verify(
             changes["deleted"],
         )
     assert after["payments"]["orphaned"] < first["payments"]["orphaned"]  # new patients adopted orphans
+    _verify(database_url, dataset, "next")
+
+
+def _schema(connection: pg8000.native.Connection) -> list[list[str]]:
+    return connection.run(
+        """SELECT tablename, indexname, indexdef FROM pg_indexes WHERE tablename IN ('patients', 'payments')
+           UNION ALL
+           SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+           WHERE conrelid IN ('patients'::regclass, 'payments'::regclass)
+           ORDER BY 1, 2, 3"""
+    )
+
+
+def test_bulk_first_load_rebuilds_the_same_indexes_and_constraints(
+    database_url: str, conn: pg8000.native.Connection, dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a first load big enough for the bulk path (threshold lowered to this size)
+    schema = _schema(conn)
+    monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", 100)
+
+    first = _sync(dataset, "base")
+
+    # then the replica is exact and the schema is what the migrations made
+    assert first["payments"]["inserted"] == TINY.payments
+    _verify(database_url, dataset, "base")
+    assert _schema(conn) == schema
+    # and the next day (not a first load) applies on top of it
+    _sync(dataset, "next")
     _verify(database_url, dataset, "next")
 
 

@@ -7,56 +7,87 @@ JSON number without going through float, so this one writes JSON itself.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
-_encode_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_CENT = Decimal("0.01")
 
 
 def to_json(value: Any) -> str:
     """Serialize dicts, lists, str, int, bool, None, Decimal (as 0.00), date and datetime (ISO 8601)."""
-    parts: list[str] = []
-    _write(value, parts)
-    return "".join(parts)
+    return _text(value)
 
 
-def _write(value: Any, out: list[str]) -> None:
+def _decimal(value: Decimal) -> str:
+    text = str(value)
+    if text[-3:-2] == "." and "E" not in text:  # already two decimals, as NUMERIC(…, 2) returns them
+        return text
+    if not value.is_finite():
+        raise ValueError("non-finite Decimal cannot be written as JSON")
+    return format(value.quantize(_CENT), "f")
+
+
+def _datetime(value: datetime) -> str:
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return _encode_string(value.isoformat().replace("+00:00", "Z"))
+
+
+# A sync stamps every row it writes with one timestamp, so a page holds few
+# distinct `created` / `updated` values: format each once.
+_cached_datetime = lru_cache(maxsize=1024)(_datetime)
+
+
+def _date(value: date) -> str:
+    return _encode_string(value.isoformat())
+
+
+# Writers of the exact scalar types, looked up by type: a page of rows is
+# thousands of scalars, and str / int go straight to C functions.
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    str: _encode_string,
+    int: int.__repr__,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda _: "null",
+    Decimal: _decimal,
+    datetime: _cached_datetime,
+    date: _date,
+}
+
+
+def _text(value: Any) -> str:
+    write = _SCALARS.get(type(value))
+    if write is not None:
+        return write(value)
+    if isinstance(value, dict):
+        scalars = _SCALARS
+        members = [
+            _encode_string(str(key)) + ":" + (write(item) if (write := scalars.get(type(item))) else _text(item))
+            for key, item in value.items()
+        ]
+        return "{" + ",".join(members) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join([_text(item) for item in value]) + "]"
+    return _subclass_text(value)
+
+
+def _subclass_text(value: Any) -> str:
+    # Subclasses of the scalar types, in the order that keeps bool apart from int
+    # and datetime apart from date.
     if isinstance(value, str):
-        out.append(_encode_string(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        out.append(str(value))
-    elif isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError("non-finite Decimal cannot be written as JSON")
-        out.append(format(value.quantize(Decimal("0.01")), "f"))
-    elif isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        out.append(_encode_string(value.isoformat().replace("+00:00", "Z")))
-    elif isinstance(value, date):
-        out.append(_encode_string(value.isoformat()))
-    elif isinstance(value, dict):
-        out.append("{")
-        for position, (key, item) in enumerate(value.items()):
-            if position:
-                out.append(",")
-            out.append(_encode_string(str(key)))
-            out.append(":")
-            _write(item, out)
-        out.append("}")
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for position, item in enumerate(value):
-            if position:
-                out.append(",")
-            _write(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+        return _encode_string(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, Decimal):
+        return _decimal(value)
+    if isinstance(value, datetime):
+        return _datetime(value)
+    if isinstance(value, date):
+        return _date(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

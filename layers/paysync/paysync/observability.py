@@ -25,3 +25,8 @@ def add_sync_metrics(summary: SyncSummary) -> None:
     for name in ("inserted", "updated", "deleted", "restored"):
         metrics.add_metric(name=f"Rows{name.capitalize()}", unit=MetricUnit.Count, value=getattr(summary, name))
     metrics.add_metric(name="SyncDuration", unit=MetricUnit.Milliseconds, value=summary.duration_ms)
+
+
+def add_object_metric(status: str) -> None:
+    """One S3 object handled, by outcome (applied, skipped, rejected, ignored)."""
+    metrics.add_metric(name=f"S3Objects{status.capitalize()}", unit=MetricUnit.Count, value=1)

@@ -92,7 +92,7 @@ class _Undo(Exception):
 def _apply(connection: Connection, summary: SyncSummary, stream: Readable) -> None:
     settings = get_settings()
     entity = summary.entity
-    merge.begin_sync(connection, entity, settings.merge_work_mem)
+    first_load = merge.begin_sync(connection, entity, settings.merge_work_mem)
     if summary.s3 is not None:
         reason = skip_reason(connection, entity, summary.s3)
         if reason is not None:
@@ -112,18 +112,27 @@ def _apply(connection: Connection, summary: SyncSummary, stream: Readable) -> No
         raise InvalidSnapshot(reader.errors + duplicates, reader.invalid_count + duplicate_count)
 
     live_before = merge.count_live(connection, entity)
-    summary.deleted = merge.soft_delete_missing(connection, entity)
-    if not summary.forced and _guard_trips(summary.deleted, live_before):
+    changes = merge.diff_snapshot(connection, entity)
+    summary.deleted = changes.deleted
+    if not summary.forced and _guard_trips(changes.deleted, live_before):
         raise DeletionGuardTriggered(
-            f"the snapshot would delete {summary.deleted} of {live_before} live {entity}"
+            f"the snapshot would delete {changes.deleted} of {live_before} live {entity}"
             f" (more than {settings.delete_guard_ratio:.0%}); nothing was applied."
             " Check the upload, or repeat with force to apply it."
         )
-    counts = merge.merge_patients(connection) if entity == "patients" else merge.merge_payments(connection)
-    merge.refresh_totals(connection)
-    summary.inserted, summary.updated, summary.restored = counts.inserted, counts.updated, counts.restored
-    summary.unchanged = summary.received - counts.inserted - counts.updated - counts.restored
+    bulk = first_load and changes.inserted >= merge.BULK_LOAD_MIN_ROWS
+    if entity == "patients":
+        merge.apply_patients(connection, bulk)
+    else:
+        merge.apply_payments(connection, bulk)
+    totals_moved = merge.refresh_totals(connection)
+    summary.inserted, summary.updated = changes.inserted, changes.updated
+    summary.restored = changes.restored
+    summary.unchanged = summary.received - changes.inserted - changes.updated - changes.restored
     summary.orphaned = merge.count_orphans(connection)
+    if not summary.dry_run:  # ANALYZE's row estimate is kept even when the transaction rolls back
+        merge.refresh_statistics(connection, entity, changes.written)
+        merge.refresh_statistics(connection, "patients", totals_moved)
 
 
 _SKIP_MESSAGES = {

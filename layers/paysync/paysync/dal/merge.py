@@ -1,4 +1,4 @@
-"""The reconcile's SQL: staging, checks and the set-based merge, for both entities.
+"""The reconcile's SQL: staging, checks, the diff and its set-based application, for both entities.
 
 Every statement runs inside the sync's transaction (see `paysync.reconcile`).
 `now()` is the transaction's start time, so every row a sync touches carries
@@ -8,15 +8,15 @@ the same `updated` / `deleted` timestamp.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from paysync.dal.db import Connection
 from paysync.errors import RecordError
 from paysync.records import STAGE_COLUMNS, Entity
 
-# pg_advisory_xact_lock keys: one per entity, so syncs of one entity queue up
-# while a patients sync and a payments sync may still run side by side.
+# pg_advisory_xact_lock keys, one per entity (see `begin_sync`).
 LOCK_KEYS: dict[Entity, int] = {"patients": 7_311_001, "payments": 7_311_002}
 
 _STAGE_DDL: dict[Entity, str] = {
@@ -41,21 +41,37 @@ _STAGE_DDL: dict[Entity, str] = {
 _WORK_MEM = re.compile(r"\d+\s*(kB|MB|GB)")
 
 
-@dataclass
-class MergeCounts:
+@dataclass(frozen=True)
+class Changes:
+    """What a snapshot changes in its table (rows of the diff, by kind)."""
+
     inserted: int = 0
     updated: int = 0
     restored: int = 0
+    deleted: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.restored + self.deleted
 
 
-def begin_sync(connection: Connection, entity: Entity, work_mem: str) -> None:
-    """Serialize syncs of `entity` and size the merge's memory; call right after BEGIN."""
+def begin_sync(connection: Connection, entity: Entity, work_mem: str) -> bool:
+    """Serialize syncs and size the merge's memory; call right after BEGIN. Returns whether
+    the entity's table is empty (a first load)."""
     if not _WORK_MEM.fullmatch(work_mem):
         raise ValueError(f"merge work_mem {work_mem!r} is not like '256MB'")
-    connection.run("SELECT pg_advisory_xact_lock(:key)", key=LOCK_KEYS[entity])
+    # Every sync takes both entities' locks, always in the same order. A patients
+    # sync writes payments (orphan links) and a payments sync writes patients
+    # (totals), so two syncs of different entities side by side could deadlock on
+    # row locks; and a big first load rebuilds its table's indexes and
+    # constraints (see `apply_patients` / `apply_payments`).
+    for key in sorted(LOCK_KEYS.values()):
+        connection.run("SELECT pg_advisory_xact_lock(:key)", key=key)
     connection.run(f"SET LOCAL work_mem = '{work_mem}'")
+    connection.run(f"SET LOCAL maintenance_work_mem = '{work_mem}'")  # index rebuilds of a first load
     # The touched-patients list lets totals be recomputed only where payments moved.
     connection.run("CREATE TEMP TABLE touched_patients (patient_id bigint) ON COMMIT DROP")
+    return connection.run(f"SELECT NOT EXISTS (SELECT 1 FROM {entity})")[0][0]
 
 
 def load_stage(connection: Connection, entity: Entity, chunks: Iterable[str]) -> None:
@@ -96,57 +112,109 @@ def count_live(connection: Connection, entity: Entity) -> int:
     return connection.run(f"SELECT count(*) FROM {entity} WHERE deleted IS NULL")[0][0]
 
 
-def soft_delete_missing(connection: Connection, entity: Entity) -> int:
-    """Mark live rows absent from the snapshot deleted; returns how many."""
-    # Payments remember their patient so that patient's total is recomputed.
-    if entity == "payments":
-        returning, then = "t.patient_id", "INSERT INTO touched_patients SELECT patient_id FROM gone"
-    else:
-        returning, then = "t.id", "SELECT 1 FROM gone"
-    connection.run(
-        f"""
-        WITH gone AS (
-            UPDATE {entity} t SET deleted = now(), updated = now()
-            WHERE t.deleted IS NULL
-              AND NOT EXISTS (SELECT 1 FROM stage_{entity} s WHERE s.external_id = t.external_id)
-            RETURNING {returning}
-        )
-        {then}"""
-    )
-    return connection.row_count
+# One full join of the snapshot with the table keeps only the rows that need
+# work: new ('i'), changed ('u'), reappearing ('r') and live rows missing from
+# the snapshot ('d'). Unchanged rows never leave the join, so an identical
+# re-upload yields an empty diff and writes nothing; and inserts read the diff,
+# never the table they write to, so no plan can rescan a table as it grows.
+_DIFF_SQL: dict[Entity, str] = {
+    "patients": """
+        CREATE TEMP TABLE diff_patients ON COMMIT DROP AS
+        SELECT CASE WHEN t.id IS NULL THEN 'i' WHEN s.external_id IS NULL THEN 'd'
+                    WHEN t.deleted IS NOT NULL THEN 'r' ELSE 'u' END AS action,
+               t.id, s.idx, s.external_id, s.first_name, s.last_name, s.middle_name, s.date_of_birth
+        FROM stage_patients s FULL JOIN patients t ON t.external_id = s.external_id
+        WHERE t.id IS NULL
+           OR (s.external_id IS NULL AND t.deleted IS NULL)
+           OR (s.external_id IS NOT NULL
+               AND (t.deleted IS NOT NULL
+                    OR (t.first_name, t.last_name, t.middle_name, t.date_of_birth)
+                       IS DISTINCT FROM (s.first_name, s.last_name, s.middle_name, s.date_of_birth)))""",
+    "payments": """
+        CREATE TEMP TABLE diff_payments ON COMMIT DROP AS
+        SELECT CASE WHEN t.id IS NULL THEN 'i' WHEN s.external_id IS NULL THEN 'd'
+                    WHEN t.deleted IS NOT NULL THEN 'r' ELSE 'u' END AS action,
+               t.id, t.patient_id AS old_patient_id, s.idx, s.external_id, s.amount, s.patient_external_id
+        FROM stage_payments s FULL JOIN payments t ON t.external_id = s.external_id
+        WHERE t.id IS NULL
+           OR (s.external_id IS NULL AND t.deleted IS NULL)
+           OR (s.external_id IS NOT NULL
+               AND (t.deleted IS NOT NULL
+                    OR t.amount <> s.amount OR t.patient_external_id <> s.patient_external_id))""",
+}
+
+# ANALYZE a table once a sync has rewritten more than this share of it, so that
+# reads and the next sync are planned with its real size and value spread.
+ANALYZE_AFTER_CHANGED_SHARE = 0.1
 
 
-def merge_patients(connection: Connection) -> MergeCounts:
-    """Update changed, restore reappearing and insert new patients; link waiting payments."""
-    counts = MergeCounts()
-    # Only rows whose replicated fields really differ (or that come back) are
-    # written, so an identical re-upload writes nothing and keeps `updated`.
-    [[counts.restored, counts.updated]] = connection.run(
-        """
-        WITH changed AS (
-            SELECT p.id, p.deleted IS NOT NULL AS restored,
-                   s.first_name, s.last_name, s.middle_name, s.date_of_birth
-            FROM stage_patients s JOIN patients p ON p.external_id = s.external_id
-            WHERE p.deleted IS NOT NULL
-               OR (p.first_name, p.last_name, p.middle_name, p.date_of_birth)
-                  IS DISTINCT FROM (s.first_name, s.last_name, s.middle_name, s.date_of_birth)
-        ), written AS (
-            UPDATE patients p
-            SET first_name = c.first_name, last_name = c.last_name, middle_name = c.middle_name,
-                date_of_birth = c.date_of_birth, deleted = NULL, updated = now()
-            FROM changed c WHERE p.id = c.id
-            RETURNING c.restored
-        )
-        SELECT count(*) FILTER (WHERE restored), count(*) FILTER (WHERE NOT restored) FROM written"""
+def diff_snapshot(connection: Connection, entity: Entity) -> Changes:
+    """Compare the staged snapshot with the table; nothing is written to the table yet."""
+    connection.run(_DIFF_SQL[entity])
+    connection.run(f"ANALYZE diff_{entity}")
+    counts = dict(connection.run(f"SELECT action, count(*) FROM diff_{entity} GROUP BY action"))
+    return Changes(
+        inserted=counts.get("i", 0), updated=counts.get("u", 0), restored=counts.get("r", 0), deleted=counts.get("d", 0)
     )
+
+
+# A first load at least this big inserts into the bare table and builds its
+# indexes and constraints afterwards: one sorted build per index instead of
+# millions of random inserts (and their WAL), several times faster.
+BULK_LOAD_MIN_ROWS = 100_000
+
+
+@contextmanager
+def _indexes_built_after(connection: Connection, table: str, bulk: bool) -> Iterator[None]:
+    """Within the block, `table` has no indexes or constraints but its primary key (when `bulk`)."""
+    if not bulk:
+        yield
+        return
+    # Definitions are read from the catalog, so the migrations stay their only source.
+    dropped = connection.run(
+        """
+        SELECT contype = 'f', format('ALTER TABLE %I DROP CONSTRAINT %I', t.name, conname),
+               format('ALTER TABLE %I ADD CONSTRAINT %I %s', t.name, conname, pg_get_constraintdef(c.oid))
+        FROM pg_constraint c, (SELECT CAST(:table AS text) AS name) t
+        WHERE c.conrelid = CAST(t.name AS regclass) AND c.contype IN ('u', 'f')
+        UNION ALL
+        SELECT false, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+        FROM pg_index i
+        WHERE i.indrelid = CAST(CAST(:table AS text) AS regclass) AND NOT i.indisprimary
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid)""",
+        table=table,
+    )
+    for _, drop, _ in dropped:
+        connection.run(drop)
+    yield
+    # Foreign keys last: their check is one join, run once the indexes exist.
+    for _, _, create in sorted(dropped, key=lambda row: row[0]):
+        connection.run(create)
+
+
+def apply_patients(connection: Connection, bulk: bool = False) -> None:
+    """Soft-delete missing, update changed, restore reappearing, insert new patients; link waiting payments."""
     connection.run(
         """
-        INSERT INTO patients (external_id, first_name, last_name, middle_name, date_of_birth)
-        SELECT s.external_id, s.first_name, s.last_name, s.middle_name, s.date_of_birth
-        FROM stage_patients s
-        WHERE NOT EXISTS (SELECT 1 FROM patients p WHERE p.external_id = s.external_id)"""
+        UPDATE patients t SET deleted = now(), updated = now()
+        FROM diff_patients d WHERE d.action = 'd' AND t.id = d.id"""
     )
-    counts.inserted = connection.row_count
+    # `updated` moves only here: the diff holds just the rows whose fields differ.
+    connection.run(
+        """
+        UPDATE patients t
+        SET first_name = d.first_name, last_name = d.last_name, middle_name = d.middle_name,
+            date_of_birth = d.date_of_birth, deleted = NULL, updated = now()
+        FROM diff_patients d WHERE d.action IN ('u', 'r') AND t.id = d.id"""
+    )
+    # New rows get ids in snapshot order.
+    with _indexes_built_after(connection, "patients", bulk):
+        connection.run(
+            """
+            INSERT INTO patients (external_id, first_name, last_name, middle_name, date_of_birth)
+            SELECT external_id, first_name, last_name, middle_name, date_of_birth
+            FROM diff_patients WHERE action = 'i' ORDER BY idx"""
+        )
     # Orphan payments (patient unknown until now) link to their patient. The
     # partial index on orphans keeps this proportional to the orphans, not to
     # all payments.
@@ -158,56 +226,61 @@ def merge_patients(connection: Connection) -> MergeCounts:
             WHERE pay.patient_id IS NULL AND p.external_id = pay.patient_external_id
             RETURNING pay.patient_id
         )
-        INSERT INTO touched_patients SELECT patient_id FROM linked"""
+        INSERT INTO touched_patients SELECT DISTINCT patient_id FROM linked"""
     )
-    return counts
 
 
-def merge_payments(connection: Connection) -> MergeCounts:
-    """Update changed, restore reappearing and insert new payments, resolving their patient."""
-    counts = MergeCounts()
+def apply_payments(connection: Connection, bulk: bool = False) -> None:
+    """Soft-delete missing, update changed, restore reappearing, insert new payments, resolving their patient.
+
+    Every patient whose total may move (old and new patient of each written
+    payment) goes to touched_patients.
+    """
+    connection.run(
+        """
+        WITH gone AS (
+            UPDATE payments t SET deleted = now(), updated = now()
+            FROM diff_payments d WHERE d.action = 'd' AND t.id = d.id
+            RETURNING t.patient_id
+        )
+        INSERT INTO touched_patients SELECT DISTINCT patient_id FROM gone"""
+    )
     # A payment links to its patient's row whether or not that patient is
     # currently deleted (external ids are immutable, rows are never removed);
     # totals count live payments of every patient, so a restore is exact.
-    [[counts.restored, counts.updated]] = connection.run(
-        """
-        WITH changed AS (
-            SELECT pay.id, pay.deleted IS NOT NULL AS restored, pay.patient_id AS old_patient_id,
-                   s.amount, s.patient_external_id
-            FROM stage_payments s JOIN payments pay ON pay.external_id = s.external_id
-            WHERE pay.deleted IS NOT NULL
-               OR pay.amount <> s.amount
-               OR pay.patient_external_id <> s.patient_external_id
-        ), written AS (
-            UPDATE payments pay
-            SET amount = c.amount, patient_external_id = c.patient_external_id,
-                patient_id = (SELECT p.id FROM patients p WHERE p.external_id = c.patient_external_id),
-                deleted = NULL, updated = now()
-            FROM changed c WHERE pay.id = c.id
-            RETURNING c.restored, c.old_patient_id, pay.patient_id AS new_patient_id
-        ), touched AS (
-            INSERT INTO touched_patients
-            SELECT old_patient_id FROM written UNION ALL SELECT new_patient_id FROM written
-        )
-        SELECT count(*) FILTER (WHERE restored), count(*) FILTER (WHERE NOT restored) FROM written"""
-    )
     connection.run(
         """
-        WITH added AS (
-            INSERT INTO payments (external_id, amount, patient_external_id, patient_id)
-            SELECT s.external_id, s.amount, s.patient_external_id, p.id
-            FROM stage_payments s LEFT JOIN patients p ON p.external_id = s.patient_external_id
-            WHERE NOT EXISTS (SELECT 1 FROM payments pay WHERE pay.external_id = s.external_id)
-            RETURNING patient_id
+        WITH written AS (
+            UPDATE payments t
+            SET amount = d.amount, patient_external_id = d.patient_external_id, patient_id = p.id,
+                deleted = NULL, updated = now()
+            FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
+            WHERE d.action IN ('u', 'r') AND t.id = d.id
+            RETURNING d.old_patient_id, t.patient_id AS new_patient_id
         )
-        INSERT INTO touched_patients SELECT patient_id FROM added"""
+        INSERT INTO touched_patients
+        SELECT old_patient_id FROM written UNION SELECT new_patient_id FROM written"""
     )
-    counts.inserted = connection.row_count
-    return counts
+    # New rows get ids in snapshot order.
+    with _indexes_built_after(connection, "payments", bulk):
+        connection.run(
+            """
+            WITH added AS (
+                INSERT INTO payments (external_id, amount, patient_external_id, patient_id)
+                SELECT d.external_id, d.amount, d.patient_external_id, p.id
+                FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
+                WHERE d.action = 'i' ORDER BY d.idx
+                RETURNING patient_id
+            )
+            INSERT INTO touched_patients SELECT DISTINCT patient_id FROM added"""
+        )
 
 
-def refresh_totals(connection: Connection) -> None:
-    """Recompute payments_total / payments_count of the touched patients only."""
+def refresh_totals(connection: Connection) -> int:
+    """Recompute payments_total / payments_count of the touched patients only; returns how many moved."""
+    # Sized statistics let a first load aggregate all payments in one pass
+    # instead of one index probe per patient.
+    connection.run("ANALYZE touched_patients")
     # Totals are derived data: writing them does not bump a patient's `updated`.
     connection.run(
         """
@@ -221,6 +294,23 @@ def refresh_totals(connection: Connection) -> None:
         WHERE p.id = t.patient_id
           AND (p.payments_total, p.payments_count) IS DISTINCT FROM (t.total, t.count)"""
     )
+    return connection.row_count
+
+
+def refresh_statistics(connection: Connection, table: str, changed: int) -> None:
+    """ANALYZE `table` when `changed` rows are a large share of it (or it was never analyzed).
+
+    Bulk loads otherwise leave the planner believing the table is empty (or
+    all totals are 0) until autovacuum gets to it, and reads pick sorts over
+    the index meanwhile. Statistics are transactional: they arrive with the sync.
+    """
+    if changed <= 0:
+        return
+    [[estimated_rows]] = connection.run(
+        "SELECT reltuples FROM pg_class WHERE oid = CAST(:table AS regclass)", table=table
+    )
+    if estimated_rows < 0 or changed > ANALYZE_AFTER_CHANGED_SHARE * estimated_rows:
+        connection.run(f"ANALYZE {table}")
 
 
 def count_orphans(connection: Connection) -> int:
