@@ -27,6 +27,6 @@ def add_sync_metrics(summary: SyncSummary) -> None:
     metrics.add_metric(name="SyncDuration", unit=MetricUnit.Milliseconds, value=summary.duration_ms)
 
 
-def add_object_metric(status: str) -> None:
-    """One S3 object handled, by outcome (applied, skipped, rejected, ignored)."""
-    metrics.add_metric(name=f"S3Objects{status.capitalize()}", unit=MetricUnit.Count, value=1)
+def add_outcome_metric(prefix: str, status: str) -> None:
+    """Count one handled request or S3 object by outcome, e.g. ("S3Objects", "ignored")."""
+    metrics.add_metric(name=f"{prefix}{status.capitalize()}", unit=MetricUnit.Count, value=1)

@@ -11,7 +11,7 @@ from paysync.config import get_settings
 from paysync.dal import storage
 from paysync.errors import InvalidRequest, SnapshotRejected
 from paysync.models import SyncSummary
-from paysync.observability import add_object_metric, add_sync_metrics, logger
+from paysync.observability import add_outcome_metric, add_sync_metrics, logger
 from paysync.reconcile import reconcile_snapshot
 from paysync.records import ENTITIES, Entity
 
@@ -85,16 +85,16 @@ def sync_object(bucket: str, key: str, version_id: str | None = None) -> ObjectO
     entity = entity_of_key(key)
     if entity is None:
         logger.warning("object ignored: not a snapshot key", extra={"key": key})
-        add_object_metric("ignored")
+        add_outcome_metric("S3Objects", "ignored")
         return ObjectOutcome(key, "ignored", code="not_a_snapshot_key")
     body, identity = storage.open_object(bucket, key, version_id)
     try:
         summary: SyncSummary = reconcile_snapshot(entity, body, source="s3", s3=identity)
     except SnapshotRejected as rejected:
-        add_object_metric("rejected")
+        add_outcome_metric("S3Objects", "rejected")
         return ObjectOutcome(key, "rejected", rejected.sync_id, rejected.code)
     finally:
         body.close()
     add_sync_metrics(summary)
-    add_object_metric(summary.status)
+    add_outcome_metric("S3Objects", summary.status)
     return ObjectOutcome(key, summary.status, summary.sync_id, (summary.error or {}).get("code"))

@@ -29,7 +29,7 @@ from paysync.errors import (
     UnsupportedMediaType,
 )
 from paysync.jsonio import to_json
-from paysync.observability import add_sync_metrics, logger
+from paysync.observability import add_outcome_metric, add_sync_metrics, logger
 from paysync.reads import Page
 from paysync.reconcile import reconcile_snapshot
 from paysync.records import Entity
@@ -127,7 +127,11 @@ def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity) -> Response:
     params.reject_unknown(query, SYNC_PARAMS)
     dry_run, force = params.boolean(query, "dry_run"), params.boolean(query, "force")
     body = snapshot_body(event)
-    summary = reconcile_snapshot(entity, io.BytesIO(body), source="api", dry_run=dry_run, force=force)
+    try:
+        summary = reconcile_snapshot(entity, io.BytesIO(body), source="api", dry_run=dry_run, force=force)
+    except SnapshotRejected:
+        add_outcome_metric("ApiSyncs", "rejected")
+        raise
     add_sync_metrics(summary)
     return json_response(200, summary.to_json())
 
