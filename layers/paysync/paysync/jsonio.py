@@ -17,11 +17,6 @@ _encode_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # t
 _CENT = Decimal("0.01")
 
 
-def to_json(value: Any) -> str:
-    """Serialize dicts, lists, str, int, bool, None, Decimal (as 0.00), date and datetime (ISO 8601)."""
-    return _text(value)
-
-
 def _decimal(value: Decimal) -> str:
     text = str(value)
     if text[-3:-2] == "." and "E" not in text:  # already two decimals, as NUMERIC(…, 2) returns them
@@ -46,8 +41,8 @@ def _date(value: date) -> str:
     return _encode_string(value.isoformat())
 
 
-# Writers of the exact scalar types, looked up by type: a page of rows is
-# thousands of scalars, and str / int go straight to C functions.
+# Writers by exact type: a page of rows is thousands of scalars, and str / int
+# go straight to C functions.
 _SCALARS: dict[type, Callable[[Any], str]] = {
     str: _encode_string,
     int: int.__repr__,
@@ -59,35 +54,13 @@ _SCALARS: dict[type, Callable[[Any], str]] = {
 }
 
 
-def _text(value: Any) -> str:
+def to_json(value: Any) -> str:
+    """Serialize dicts, lists, str, int, bool, None, Decimal (as 0.00), date and datetime (ISO 8601)."""
     write = _SCALARS.get(type(value))
     if write is not None:
         return write(value)
     if isinstance(value, dict):
-        scalars = _SCALARS
-        members = [
-            _encode_string(str(key)) + ":" + (write(item) if (write := scalars.get(type(item))) else _text(item))
-            for key, item in value.items()
-        ]
-        return "{" + ",".join(members) + "}"
+        return "{" + ",".join([_encode_string(str(key)) + ":" + to_json(item) for key, item in value.items()]) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join([_text(item) for item in value]) + "]"
-    return _subclass_text(value)
-
-
-def _subclass_text(value: Any) -> str:
-    # Subclasses of the scalar types, in the order that keeps bool apart from int
-    # and datetime apart from date.
-    if isinstance(value, str):
-        return _encode_string(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, Decimal):
-        return _decimal(value)
-    if isinstance(value, datetime):
-        return _datetime(value)
-    if isinstance(value, date):
-        return _date(value)
+        return "[" + ",".join([to_json(item) for item in value]) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
