@@ -1,4 +1,4 @@
-"""The HTTP API through its Lambda handlers, with real API Gateway proxy events (SPEC §4)."""
+"""The HTTP API through its Lambda handlers, with real API Gateway proxy events."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from devserver.apigateway import proxy_event as api_event
 from devserver.template import load_template
 from tests.conftest import ROOT, sample_bytes
 
-SPEC = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+OPENAPI = yaml.safe_load((ROOT / "openapi.yaml").read_text())
 HANDLER_BY_ROUTE = {
     ("get", "/patients"): "get_patients",
     ("post", "/patients"): "post_patients",
@@ -32,25 +32,25 @@ def template_routes() -> set[tuple[str, str]]:
 
 
 def openapi_routes() -> set[tuple[str, str]]:
-    return {(method, path) for path, item in SPEC["paths"].items() for method in item if method != "parameters"}
+    return {(method, path) for path, item in OPENAPI["paths"].items() for method in item if method != "parameters"}
 
 
 def check(response: dict[str, Any], method: str, path: str) -> Any:
     """Assert the response's status is documented for the route and its body fits the schema."""
-    responses = SPEC["paths"][path][method]["responses"]
+    responses = OPENAPI["paths"][path][method]["responses"]
     status = str(response["statusCode"])
     assert status in responses, f"{method.upper()} {path} returned undocumented {status}"
     documented = responses[status]
     if "$ref" in documented:
-        documented = SPEC["components"]["responses"][documented["$ref"].rsplit("/", 1)[1]]
+        documented = OPENAPI["components"]["responses"][documented["$ref"].rsplit("/", 1)[1]]
     schema = documented["content"]["application/json"]["schema"]
     body = json.loads(response["body"])
-    Draft202012Validator({**SPEC, **schema}).validate(body)
+    Draft202012Validator({**OPENAPI, **schema}).validate(body)
     return body
 
 
 def test_document_is_valid_openapi():
-    validate(SPEC)
+    validate(OPENAPI)
 
 
 def test_every_template_route_is_documented_and_vice_versa():

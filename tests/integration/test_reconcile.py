@@ -1,4 +1,4 @@
-"""The reconcile engine against a real PostgreSQL: every rule of SPEC §3."""
+"""The reconcile engine against a real PostgreSQL: every sync rule."""
 
 from __future__ import annotations
 

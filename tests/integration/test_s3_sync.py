@@ -1,4 +1,4 @@
-"""The S3 path: object -> reconcile handler, at-least-once and out-of-order delivery (SPEC §3)."""
+"""The S3 path: object -> reconcile handler, at-least-once and out-of-order delivery."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""template.yaml: what the deployed stack promises (SPEC §5), checked without deploying it."""
+"""template.yaml: what the deployed stack promises, checked without deploying it."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ class Settings(BaseModel):
     s3_endpoint_url: str | None = None  # moto server locally; unset in AWS
     upload_url_expires_seconds: int = Field(default=900, ge=60, le=43200)
 
-    # Deletion guard (SPEC §3.4): refuse to delete more than this fraction of the live
+    # Deletion guard: refuse to delete more than this fraction of the live
     # rows of a table holding at least `guard_min_rows` live rows, unless forced.
     delete_guard_ratio: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
     delete_guard_min_rows: int = Field(default=100, ge=0)

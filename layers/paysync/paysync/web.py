@@ -59,7 +59,7 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
 
 
 def error_response(error: PaysyncError) -> Response:
-    """The error body of SPEC §4 with the status of STATUS_BY_ERROR."""
+    """The error body {"error": {code, message, details}} with the status of STATUS_BY_ERROR."""
     status = next(STATUS_BY_ERROR[cls] for cls in type(error).__mro__ if cls in STATUS_BY_ERROR)
     return json_response(status, {"error": error.to_json()})
 
