@@ -6,10 +6,14 @@ Three rules, checked under the sync's advisory lock, in this order:
    (an empty snapshot above all) is refused at any table size;
 2. ratio: a snapshot that would delete more than `delete_guard_ratio` of the
    live rows of a table holding at least `delete_guard_min_rows` is refused;
-3. rolling window: the deletions of the applied syncs of the last
-   `delete_guard_window_hours`, plus this one, may not exceed that ratio of the
-   live rows the table held when the window began (same minimum size). A forced
-   sync starts a new window: its deletions, and the runs before it, no longer count.
+3. rolling window: no run of consecutive applied syncs within the last
+   `delete_guard_window_hours`, ending with this one, may delete more than that
+   ratio of the live rows the table held before the first of them (same minimum
+   size). The window's first sync gives the rule as usually stated (deletions of
+   the window against the live count at its start); later starting points close
+   the gaps of a table loaded or inflated within the window. Dry runs and refused
+   syncs delete nothing and do not count. A forced sync starts a new window: its
+   deletions, and the syncs before it, no longer count.
 
 A refusal's message states the figures and how to override it from the path the
 snapshot came through (each path has its own way to force).
@@ -83,27 +87,23 @@ def check(connection: Connection, entity: Entity, source: Source, received: int,
     hours = settings.delete_guard_window_hours
     if hours == 0:
         return
-    window = dal_guard.recent_window(connection, entity, hours)
-    if window.runs == 0:
-        return  # the window starts with this sync: the ratio rule above covered it
-    baseline = window.first_live_before
-    if baseline is None:  # runs recorded before live_before existed
-        baseline = live - window.net_added
-    total = window.deleted + deleted
-    if baseline >= min_rows and total > baseline * ratio:
+    streak = dal_guard.worst_streak(connection, entity, hours, live, deleted, ratio, min_rows)
+    if streak is not None:
+        total = streak.deleted + deleted
         _refuse(
-            f"the snapshot would delete {deleted} {entity}; with the {window.deleted} deleted by the"
-            f" {window.runs} sync(s) applied in the last {hours} hours that makes {total} of the {baseline}"
-            f" live when that window began (more than {share})",
+            f"the snapshot would delete {deleted} {entity}; with the {streak.deleted} deleted by the"
+            f" {streak.syncs} sync(s) applied since {streak.started:%Y-%m-%d %H:%M:%S %Z} (within the last"
+            f" {hours} hours) that makes {total} of the {streak.live_before} live before them (more than {share})",
             {
                 "rule": "window",
                 "deleted": deleted,
                 "liveBefore": live,
                 "maxRatio": str(ratio),
                 "windowHours": hours,
-                "windowSyncs": window.runs,
-                "windowDeleted": window.deleted,
-                "windowLiveBefore": baseline,
+                "windowSyncs": streak.syncs,
+                "windowDeleted": streak.deleted,
+                "windowLiveBefore": streak.live_before,
+                "windowStart": streak.started.isoformat(),
             },
             source,
             entity,
