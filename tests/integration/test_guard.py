@@ -420,6 +420,18 @@ class TestUploads:
         [[message]] = loaded.run("SELECT error->>'message' FROM sync_runs ORDER BY id DESC LIMIT 1")
         assert message.endswith("Check the snapshot, or upload it again through POST /forced/uploads to apply it.")
 
+    def test_forced_upload_put_without_its_header_is_not_forced(self, loaded, invoke, s3):
+        # Real S3 refuses this PUT (signature mismatch); should an object arrive without the
+        # header anyway, the guard applies to it.
+        before = table_state(loaded)
+        ticket = upload(invoke, "/forced/uploads", {"entity": "patients"})
+        put_with(ticket["uploadUrl"], b"[]", {})
+
+        result = deliver(s3, invoke, ticket["key"])
+
+        assert (result["status"], result["code"]) == ("rejected", "deletion_guard")
+        assert table_state(loaded) == before
+
     def test_plain_upload_cannot_ask_to_force(self, loaded, invoke, s3):
         response = invoke("create_upload", api_event("POST", "/uploads", body='{"entity": "patients", "force": true}'))
 

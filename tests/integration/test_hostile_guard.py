@@ -302,3 +302,34 @@ def test_bad_upload_requests(conn, s3, invoke, path, body, status, code):
     assert table_state(conn) == before
     assert runs(conn) == runs_before
     assert "Contents" not in s3.list_objects_v2(Bucket=TEST_BUCKET)
+
+
+# ---------------------------------------------------------------- empty-looking S3 snapshots, small tables
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "code"),
+    [
+        ("payments/empty.json", b"[]", "deletion_guard"),
+        ("payments/spaces.json", b" \n [ \t ] \n", "deletion_guard"),
+        ("payments/empty.json.gz", gzip.compress(b"[]"), "deletion_guard"),
+        ("payments/gz-named-plain.json.gz", b"[]", "deletion_guard"),
+        ("payments/plain-named-gz.json", gzip.compress(b" [ ] "), "deletion_guard"),
+        ("payments/bom.json", b"\xef\xbb\xbf[]", "deletion_guard"),
+        ("payments/nothing.json", b"", "malformed_snapshot"),
+    ],
+)
+def test_empty_looking_s3_snapshot_never_wipes_a_small_table(conn, s3, invoke, key, body, code):
+    seed("payments", 6)
+    conn.run("UPDATE sync_runs SET snapshot_at = snapshot_at - interval '1 minute'")
+    before, runs_before = table_state(conn), runs(conn)
+    version = s3.put_object(Bucket=TEST_BUCKET, Key=key, Body=body)["VersionId"]
+
+    [result] = invoke("reconcile", s3_event(key, version))["objects"]
+
+    assert (result["status"], result["code"]) == ("rejected", code)
+    assert table_state(conn) == before
+    assert runs(conn) == [*runs_before, ["rejected", code, False, False]]
+    if code == "deletion_guard":
+        [[message]] = conn.run("SELECT error->>'message' FROM sync_runs ORDER BY id DESC LIMIT 1")
+        assert message.endswith("upload it again through POST /forced/uploads to apply it.")
