@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from paysync import guard
 from paysync.config import get_settings
 from paysync.dal import merge
 from paysync.dal.db import (
@@ -22,7 +23,6 @@ from paysync.dal.db import (
 from paysync.dal.sync_runs import insert_run, skip_reason
 from paysync.errors import (
     MAX_LISTED_ERRORS,
-    DeletionGuardTriggered,
     InvalidSnapshot,
     MalformedSnapshot,
     SnapshotRejected,
@@ -113,13 +113,9 @@ def _apply(connection: Connection, summary: SyncSummary, stream: Readable) -> No
 
     live_before = merge.count_live(connection, entity)
     changes = merge.diff_snapshot(connection, entity)
-    summary.deleted = changes.deleted
-    if not summary.forced and _guard_trips(changes.deleted, live_before):
-        raise DeletionGuardTriggered(
-            f"the snapshot would delete {changes.deleted} of {live_before} live {entity}"
-            f" (more than {settings.delete_guard_ratio:.0%}); nothing was applied."
-            " Check the upload, or repeat with force to apply it."
-        )
+    summary.deleted, summary.live_before = changes.deleted, live_before
+    if not summary.forced:
+        guard.check(connection, entity, summary.source, summary.received, changes.deleted, live_before)
     bulk = first_load and changes.inserted >= merge.BULK_LOAD_MIN_ROWS
     if entity == "patients":
         merge.apply_patients(connection, bulk)
@@ -139,11 +135,6 @@ _SKIP_MESSAGES = {
     "already_applied": "this S3 object version was already applied",
     "stale": "a newer snapshot of this entity was already applied",
 }
-
-
-def _guard_trips(deleted: int, live_before: int) -> bool:
-    settings = get_settings()
-    return live_before >= settings.delete_guard_min_rows and deleted > live_before * settings.delete_guard_ratio
 
 
 def _record(connection: Connection, summary: SyncSummary) -> int:
