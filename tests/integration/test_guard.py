@@ -1,4 +1,4 @@
-"""The deletion guard: every rule (everything, ratio, rolling window), forced routes and forced or
+"""The deletion guard: every rule (empty, ratio, rolling window), forced routes and forced or
 dry-run uploads through S3, with the replica unchanged on refusal and every sync recorded."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def error_of(response: dict) -> dict:
     return body_of(response)["error"]
 
 
-class TestEverythingRule:
+class TestEmptyRule:
     def test_empty_snapshot_over_a_small_table_is_refused(self, conn, invoke):
         sync("payments", [payment(i) for i in range(6)])
         before = table_state(conn)
@@ -77,7 +77,7 @@ class TestEverythingRule:
         error = error_of(response)
         assert error["code"] == "deletion_guard"
         assert "the snapshot is empty: it would delete 6 of 6 live payments" in error["message"]
-        assert error["details"][0]["rule"] == "everything"
+        assert error["details"][0]["rule"] == "empty"
         assert table_state(conn) == before
         assert last_run(conn) | {"live_before": None} == {
             "status": "rejected",
@@ -89,14 +89,13 @@ class TestEverythingRule:
         }
         check(response, "post", "/payments")
 
-    def test_a_snapshot_keeping_none_of_a_small_table_is_refused(self, conn):
+    def test_a_non_empty_snapshot_may_replace_every_record_of_a_small_table(self, conn):
         sync("patients", patients([1, 2]))
-        before = table_state(conn)
 
-        error = refused("patients", patients([3]))
+        summary = sync("patients", patients([3]))
 
-        assert "keeps none of the live records" in error.message
-        assert table_state(conn) == before
+        assert (summary.deleted, summary.inserted) == (2, 1)
+        assert live(conn) == 1
 
     def test_a_small_table_may_shrink_to_one_row(self, conn):
         sync("patients", patients(range(6)))
@@ -110,11 +109,12 @@ class TestEverythingRule:
 
         assert (sync("patients", []).status, sync("patients", []).deleted) == ("applied", 0)
 
-    def test_restoring_rows_does_not_count_as_keeping_them(self, conn):
+    def test_an_empty_snapshot_is_refused_even_when_rows_were_restored_before(self, conn):
         sync("patients", patients([1, 2]))
         sync("patients", patients([1]))  # 2 is soft-deleted
+        sync("patients", patients([2]))  # 2 restored, 1 deleted
 
-        refused("patients", patients([2]))  # brings 2 back, deletes every live row
+        refused("patients", [])
 
         assert live(conn) == 1
 

@@ -66,7 +66,6 @@ def gzip_b64(text: str) -> str:
         ("payments", base64.b64encode(b"[]").decode(), True, 409, "deletion_guard"),
         ("patients", "[]", False, 409, "deletion_guard"),
         ("patients", gzip_b64("[]"), True, 409, "deletion_guard"),
-        ("patients", json.dumps(records("patients", [100])), False, 409, "deletion_guard"),
         ("payments", "[] []", False, 400, "malformed_snapshot"),
         ("payments", "null", False, 400, "malformed_snapshot"),
         ("payments", "{}", False, 400, "malformed_snapshot"),
@@ -99,10 +98,11 @@ def test_empty_looking_snapshot_never_wipes_a_small_table(conn, invoke, entity, 
         (200, 99, 0, False),
         (100, 49, 60, False),  # new records do not offset deletions
         (99, 1, 0, True),  # below the minimum size the ratio does not apply
-        (99, 0, 0, False),  # ... but deleting everything never applies
-        (99, 0, 5, False),  # nor does replacing every record
+        (99, 0, 0, False),  # ... but an empty snapshot never applies
+        (99, 0, 5, True),  # replacing every record of a small table does
         (2, 1, 0, True),
-        (1, 0, 1, False),
+        (1, 0, 1, True),
+        (1, 0, 0, False),
         (0, 0, 0, True),  # an empty snapshot over an empty table
     ],
 )

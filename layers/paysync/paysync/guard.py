@@ -2,8 +2,10 @@
 
 Three rules, checked under the sync's advisory lock, in this order:
 
-1. everything: a snapshot that would delete every live row of a non-empty table
-   (an empty snapshot above all) is refused at any table size;
+1. empty: an empty snapshot over a table with live rows is refused at any table
+   size (a snapshot that replaces every record of a small table is not: below the
+   minimum size the ratio does not apply, and a non-empty snapshot is not a
+   truncated upload);
 2. ratio: a snapshot that would delete more than `delete_guard_ratio` of the
    live rows of a table holding at least `delete_guard_min_rows` is refused;
 3. rolling window: no run of consecutive applied syncs within the last
@@ -69,11 +71,10 @@ def check(connection: Connection, entity: Entity, source: Source, received: int,
     if deleted == 0:
         return
     share = f"{ratio:.0%}"
-    if deleted >= live:
-        what = "the snapshot is empty" if received == 0 else "the snapshot keeps none of the live records"
+    if received == 0:
         _refuse(
-            f"{what}: it would delete {deleted} of {live} live {entity} (all of them)",
-            {"rule": "everything", "deleted": deleted, "liveBefore": live},
+            f"the snapshot is empty: it would delete {deleted} of {live} live {entity} (all of them)",
+            {"rule": "empty", "deleted": deleted, "liveBefore": live},
             source,
             entity,
         )
