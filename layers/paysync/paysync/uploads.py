@@ -25,22 +25,34 @@ def snapshot_key(entity: Entity, compressed: bool = False, now: datetime | None 
     return f"{entity}/{now:%Y/%m/%d/%H%M%S}-{uuid.uuid4().hex}{suffix}"
 
 
+# Fields of a POST /uploads body: `entity`, then optional flags (false when absent).
+UPLOAD_FIELDS = ("entity", "compressed")
+
+
+def _upload_flag(request: dict[str, Any], name: str) -> bool:
+    value = request.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be true or false", [{"field": name, "message": "must be a boolean"}])
+    return value
+
+
 def create_upload(request: Any) -> dict[str, Any]:
     """POST /uploads: a presigned PUT URL for one snapshot of `entity`."""
     if not isinstance(request, dict):
         raise InvalidRequest('the body must be a JSON object like {"entity": "patients"}')
-    unknown = sorted(set(request) - {"entity", "compressed"})
+    unknown = sorted(set(request) - set(UPLOAD_FIELDS))
     if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; accepted: entity, compressed")
+        raise InvalidRequest(
+            f"unknown field(s): {', '.join(unknown)}; accepted: {', '.join(UPLOAD_FIELDS)}",
+            [{"field": name, "message": "unknown field"} for name in unknown],
+        )
     entity = request.get("entity")
-    if entity not in ENTITIES:
+    if not isinstance(entity, str) or entity not in ENTITIES:
         raise InvalidRequest(
             "entity must be one of: patients, payments",
             [{"field": "entity", "message": "must be patients or payments"}],
         )
-    compressed = request.get("compressed", False)
-    if not isinstance(compressed, bool):
-        raise InvalidRequest("compressed must be true or false")
+    compressed = _upload_flag(request, "compressed")
     settings = get_settings()
     if not settings.snapshot_bucket:
         raise RuntimeError("SNAPSHOT_BUCKET is not configured")
