@@ -106,7 +106,8 @@ def parse_bound(raw: str) -> Decimal | None:
     if not isinstance(raw, str) or not _DECIMAL.fullmatch(raw):
         return None
     value = Decimal(raw)
-    if abs(value) >= MAX_BOUND or -value.as_tuple().exponent > MAX_BOUND_DECIMALS:
+    # copy_abs, not abs(): abs() rounds to the context's 28 digits.
+    if value.copy_abs() >= MAX_BOUND or -value.as_tuple().exponent > MAX_BOUND_DECIMALS:
         return None
     return value
 
