@@ -492,6 +492,11 @@ class TestDatabaseErrors:
 class TestOverHttp:
     """What only a raw HTTP request can carry, through the devserver (API Gateway's stand-in)."""
 
+    @pytest.fixture
+    def stack(self, request: pytest.FixtureRequest) -> Devserver:
+        # test_devserver's module-wide devserver, on the test database.
+        return request.getfixturevalue("shared_devserver")
+
     @pytest.mark.parametrize(
         ("target", "status", "code"),
         [
@@ -509,18 +514,18 @@ class TestOverHttp:
             pytest.param("/syncs/%00", 404, "not_found", id="encoded-nul-id"),
         ],
     )
-    def test_raw_request(self, shared_devserver: Devserver, replica, target, status, code):
-        response = call("GET", f"{shared_devserver.base}{target}")
+    def test_raw_request(self, stack: Devserver, replica, target, status, code):
+        response = call("GET", f"{stack.base}{target}")
 
         assert response.status == status, response.body
         assert response.headers["Content-Type"] == "application/json"
         assert response.json()["error"]["code"] == code
 
-    def test_form_encoded_upload_is_415(self, shared_devserver: Devserver, replica):
+    def test_form_encoded_upload_is_415(self, stack: Devserver, replica):
         # What `curl -d entity=patients` sends.
         response = call(
             "POST",
-            f"{shared_devserver.base}/uploads",
+            f"{stack.base}/uploads",
             b"entity=patients",
             {"Content-Type": "application/x-www-form-urlencoded"},
         )
