@@ -345,6 +345,8 @@ class TestPostSnapshotParameters:
             pytest.param({"dry_run": "true\x00"}, id="dry_run-nul"),
             pytest.param({"dry_run": "\ud800"}, id="dry_run-surrogate"),
             pytest.param({"force": "yes please"}, id="force-phrase"),
+            pytest.param({"force": ""}, id="force-empty"),
+            pytest.param({"dry_run": ""}, id="dry_run-empty"),
             pytest.param({"force": "İ"}, id="force-dotted-capital-i"),
             pytest.param({"force": "x" * 5000}, id="force-long"),
             pytest.param({"dryRun": "true"}, id="camel-case-name"),

@@ -40,11 +40,12 @@ def test_limit():
 
 def test_booleans():
     assert params.boolean({"f": "TRUE"}, "f") is True
-    assert params.boolean({"f": ""}, "f") is True
     assert params.boolean({"f": "0"}, "f") is False
     assert params.boolean({}, "f") is False
     with pytest.raises(InvalidRequest):
         params.boolean({"f": "maybe"}, "f")
+    with pytest.raises(InvalidRequest):
+        params.boolean({"f": ""}, "f")
 
 
 def test_cursor_round_trip_and_kind_check():

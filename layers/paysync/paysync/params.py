@@ -27,7 +27,7 @@ MAX_NAME_LENGTH = 64
 # Bounds are compared with NUMERIC(22,2) totals: below 1e20, at most 20 decimals.
 MAX_BOUND = Decimal("1e20")
 MAX_BOUND_DECIMALS = 20
-_TRUE = {"true", "1", "yes", ""}
+_TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 _INTEGER = re.compile(r"[0-9]{1,20}")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,40}(?:\.[0-9]*)?|\.[0-9]+)")
@@ -142,7 +142,8 @@ def text(params: Mapping[str, str], name: str) -> str | None:
 
 
 def boolean(params: Mapping[str, str], name: str) -> bool:
-    """An optional flag: true/false/1/0/yes/no (a bare `?name` is true)."""
+    """An optional flag: true/false/1/0/yes/no, any case. An empty value is refused: `force=`
+    from an unset template variable must not silently override the deletion guard."""
     raw = params.get(name)
     if raw is None:
         return False
