@@ -475,6 +475,31 @@ class TestDatabaseErrors:
         assert "127.0.0.1" not in response["body"]
         assert error["message"] == "the database is unreachable; retry later"
 
+    @pytest.mark.parametrize(
+        ("sqlstate", "status", "code"),
+        [
+            ("22P02", 400, "invalid_request"),  # invalid text representation
+            ("22021", 400, "invalid_request"),  # invalid byte sequence (NUL)
+            ("08006", 503, "database_unavailable"),  # connection failure
+            ("57P01", 503, "database_unavailable"),  # admin shutdown
+            ("42P01", 500, "internal_error"),  # undefined table: a bug
+        ],
+    )
+    def test_database_errors_map_by_sqlstate(self, invoke, monkeypatch, sqlstate, status, code):
+        from pg8000.exceptions import DatabaseError
+
+        from paysync.dal import queries
+
+        def fail(connection, **_: Any) -> list[dict[str, Any]]:
+            raise DatabaseError({"S": "ERROR", "C": sqlstate, "M": "secret detail"})
+
+        monkeypatch.setattr(queries, "list_patients", fail)
+
+        response = invoke("get_patients", get_event("/patients"))
+
+        assert_refused(response, status, code)
+        assert "secret detail" not in response["body"]
+
     def test_data_error_from_postgresql_is_400(self, invoke, monkeypatch):
         # A value the parameter checks let through but PostgreSQL refuses (SQLSTATE class 22).
         from paysync.dal import queries

@@ -165,7 +165,7 @@ def require_json(event: APIGatewayProxyEvent) -> None:
     """415 unless the body is declared JSON (application/json or a +json type; absent = JSON)."""
     content_type = (event.headers.get("Content-Type") or JSON).split(";", 1)[0].strip().lower()
     if content_type != JSON and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be {JSON}, not {content_type}")
+        raise UnsupportedMediaType(f"Content-Type must be {JSON}, not {content_type[:100]}")
 
 
 def _body_bytes(event: APIGatewayProxyEvent) -> bytes | None:
