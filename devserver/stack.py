@@ -210,7 +210,7 @@ class LocalStack:
             f"    curl -s '{api}/patients?payment_min=10&payments_max=20'",
             f"    curl -si '{api}/patients?limit=2'",
             f"    curl -s -H 'Content-Type: application/json' --data-binary @samples/payments.json {api}/payments",
-            f'    curl -s -X POST -d \'{{"entity": "patients"}}\' {api}/uploads',
+            f'    curl -s -H "Content-Type: application/json" -d \'{{"entity": "patients"}}\' {api}/uploads',
             f"    curl -s {api}/syncs",
             "",
         ]

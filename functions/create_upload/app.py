@@ -1,13 +1,11 @@
 """POST /uploads: a presigned S3 PUT URL for a snapshot too large to POST inline."""
 
-import json
-
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from paysync.errors import InvalidRequest
+from paysync import params
 from paysync.observability import logger, tracer
 from paysync.uploads import create_upload
-from paysync.web import create_resolver, json_response, query_params
+from paysync.web import create_resolver, json_request, json_response, query_params
 
 app = create_resolver()
 
@@ -16,13 +14,8 @@ app = create_resolver()
 @tracer.capture_method(capture_response=False)
 def post_upload():
     event = app.current_event
-    if query_params(event):
-        raise InvalidRequest("POST /uploads takes no query parameters")
-    try:
-        request = json.loads(event.decoded_body or "")
-    except ValueError:
-        raise InvalidRequest('the body must be JSON like {"entity": "patients"}') from None
-    return json_response(201, create_upload(request))
+    params.check_query(query_params(event), ())
+    return json_response(201, create_upload(json_request(event)))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -19,7 +19,7 @@ def list_syncs():
 @app.get("/syncs/<sync_id>")
 @tracer.capture_method(capture_response=False)
 def get_sync(sync_id: str):
-    return json_response(200, reads.get_sync(sync_id))
+    return json_response(200, reads.get_sync(sync_id, query_params(app.current_event)))
 
 
 @logger.inject_lambda_context(clear_state=True)

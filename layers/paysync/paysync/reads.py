@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from paysync import params
@@ -27,7 +27,7 @@ class Page:
 
 def list_patients(query: Mapping[str, str]) -> Page:
     """GET /patients: live patients whose payments total lies in [payment_min, payment_max]."""
-    params.reject_unknown(query, PATIENT_PARAMS)
+    params.check_query(query, PATIENT_PARAMS)
     total_min = params.decimal(query, "payment_min")
     total_max = _upper_bound(query)
     if total_min is not None and total_max is not None and total_min > total_max:
@@ -61,25 +61,20 @@ def _upper_bound(query: Mapping[str, str]) -> Decimal | None:
 
 
 def _patient_cursor(query: Mapping[str, str]) -> tuple[Decimal, int] | None:
-    values = params.decode_cursor(query, "patients")
+    values = params.decode_cursor(query, "patients", 2)
     if values is None:
         return None
-    try:
-        total, patient_id = Decimal(values[0]), int(values[1])
-    except (InvalidOperation, ValueError, TypeError, IndexError):
-        raise InvalidRequest("cursor is not a cursor this API returned") from None
-    if not total.is_finite():
-        raise InvalidRequest("cursor is not a cursor this API returned")
-    return total, patient_id
+    return params.cursor_bound(values[0]), params.cursor_id(values[1])
 
 
 def list_payments(query: Mapping[str, str]) -> Page:
     """GET /payments: live payments, optionally of the patient with external id `external_id`."""
-    params.reject_unknown(query, PAYMENT_PARAMS)
+    params.check_query(query, PAYMENT_PARAMS)
+    patient_external_id = params.text(query, "external_id")
     limit = params.limit(query)
     after_id = _id_cursor(query, "payments")
     rows = queries.list_payments(
-        shared_connection(), patient_external_id=query.get("external_id"), after_id=after_id, limit=limit + 1
+        shared_connection(), patient_external_id=patient_external_id, after_id=after_id, limit=limit + 1
     )
     next_cursor = None
     if len(rows) > limit:
@@ -90,7 +85,7 @@ def list_payments(query: Mapping[str, str]) -> Page:
 
 def list_syncs(query: Mapping[str, str]) -> Page:
     """GET /syncs: sync runs, newest first."""
-    params.reject_unknown(query, SYNC_PARAMS)
+    params.check_query(query, SYNC_PARAMS)
     limit = params.limit(query)
     before_id = _id_cursor(query, "syncs")
     rows = sync_runs.list_runs(shared_connection(), limit + 1, before_id)
@@ -101,21 +96,21 @@ def list_syncs(query: Mapping[str, str]) -> Page:
     return Page([sync_run_json(row) for row in rows], next_cursor)
 
 
-def get_sync(sync_id: str) -> dict[str, Any]:
-    """GET /syncs/{id}: one sync run."""
-    row = sync_runs.get_run(shared_connection(), params.positive_int(sync_id, "id"))
+def get_sync(sync_id: str, query: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """GET /syncs/{id}: one sync run (it takes no query parameters)."""
+    params.check_query(query or {}, ())
+    run_id = params.positive_int(sync_id, "id")
+    row = sync_runs.get_run(shared_connection(), run_id)
     if row is None:
-        raise NotFound(f"sync run {sync_id} does not exist")
+        raise NotFound(f"sync run {run_id} does not exist")
     return sync_run_json(row)
 
 
 def _id_cursor(query: Mapping[str, str], kind: str) -> int | None:
-    values = params.decode_cursor(query, kind)
+    values = params.decode_cursor(query, kind, 1)
     if values is None:
         return None
-    if len(values) != 1 or type(values[0]) is not int:
-        raise InvalidRequest("cursor is not a cursor this API returned")
-    return values[0]
+    return params.cursor_id(values[0])
 
 
 def _patient_json(row: dict[str, Any]) -> dict[str, Any]:

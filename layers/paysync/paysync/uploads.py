@@ -28,24 +28,51 @@ def snapshot_key(entity: Entity, compressed: bool = False, now: datetime | None 
     return f"{entity}/{now:%Y/%m/%d/%H%M%S}-{uuid.uuid4().hex}{suffix}"
 
 
+# Fields of a POST /uploads body: `entity`, then optional flags (false when absent).
+UPLOAD_FIELDS = ("entity", "compressed", "dryRun")
+
+# How an upload asks for a forced or dry-run sync: user metadata on the object, signed into
+# the presigned URL. paysync only ever writes the value "true".
+FORCE_METADATA = "paysync-force"
+DRY_RUN_METADATA = "paysync-dry-run"
+METADATA_PREFIX = "paysync-"
+
+
+def _upload_flag(request: dict[str, Any], name: str) -> bool:
+    value = request.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be true or false", [{"field": name, "message": "must be a boolean"}])
+    return value
+
+
 def create_upload(request: Any, forced: bool = False) -> dict[str, Any]:
     """POST /uploads (and POST /forced/uploads, `forced`): a presigned PUT URL for one snapshot
     of `entity`."""
-    request, metadata = _sync_options(request, forced)
     if not isinstance(request, dict):
         raise InvalidRequest('the body must be a JSON object like {"entity": "patients"}')
-    unknown = sorted(set(request) - {"entity", "compressed"})
+    if "force" in request and not forced:
+        raise ForceNotAllowed(
+            f"POST /uploads cannot force a sync; forcing is a separate permission: ask {FORCED_UPLOAD_ROUTE}"
+            " for the upload URL instead"
+        )
+    unknown = sorted(set(request) - set(UPLOAD_FIELDS))
     if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; accepted: entity, compressed, dryRun")
+        raise InvalidRequest(
+            f"unknown field(s): {', '.join(unknown)}; accepted: {', '.join(UPLOAD_FIELDS)}",
+            [{"field": name, "message": "unknown field"} for name in unknown],
+        )
     entity = request.get("entity")
-    if entity not in ENTITIES:
+    if not isinstance(entity, str) or entity not in ENTITIES:
         raise InvalidRequest(
             "entity must be one of: patients, payments",
             [{"field": "entity", "message": "must be patients or payments"}],
         )
-    compressed = request.get("compressed", False)
-    if not isinstance(compressed, bool):
-        raise InvalidRequest("compressed must be true or false")
+    compressed = _upload_flag(request, "compressed")
+    metadata = {}
+    if forced:
+        metadata[FORCE_METADATA] = "true"
+    if _upload_flag(request, "dryRun"):
+        metadata[DRY_RUN_METADATA] = "true"
     settings = get_settings()
     if not settings.snapshot_bucket:
         raise RuntimeError("SNAPSHOT_BUCKET is not configured")
@@ -61,37 +88,9 @@ def create_upload(request: Any, forced: bool = False) -> dict[str, Any]:
         "uploadUrl": url,
         "headers": {f"x-amz-meta-{name}": value for name, value in metadata.items()},
         "expiresIn": expires,
-        "forced": FORCE_METADATA in metadata,
+        "forced": forced,
         "dryRun": DRY_RUN_METADATA in metadata,
     }
-
-
-# How an upload asks for a forced or dry-run sync: user metadata on the object, signed into
-# the presigned URL. paysync only ever writes the value "true".
-FORCE_METADATA = "paysync-force"
-DRY_RUN_METADATA = "paysync-dry-run"
-METADATA_PREFIX = "paysync-"
-
-
-def _sync_options(request: Any, forced: bool) -> tuple[Any, dict[str, str]]:
-    """Take the sync options (dryRun) out of an upload request: the object metadata they ask for."""
-    if not isinstance(request, dict):
-        return request, {}
-    request = dict(request)
-    if "force" in request and not forced:
-        raise ForceNotAllowed(
-            f"POST /uploads cannot force a sync; forcing is a separate permission: ask {FORCED_UPLOAD_ROUTE}"
-            " for the upload URL instead"
-        )
-    dry_run = request.pop("dryRun", False)
-    if not isinstance(dry_run, bool):
-        raise InvalidRequest("dryRun must be true or false", [{"field": "dryRun", "message": "must be a JSON boolean"}])
-    metadata = {}
-    if forced:
-        metadata[FORCE_METADATA] = "true"
-    if dry_run:
-        metadata[DRY_RUN_METADATA] = "true"
-    return request, metadata
 
 
 def object_sync_options(metadata: dict[str, str]) -> tuple[bool, bool]:

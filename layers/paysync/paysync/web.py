@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 from typing import Any
 from urllib.parse import urlencode
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
-from pg8000.exceptions import InterfaceError
+from pg8000.exceptions import DatabaseError, InterfaceError
 
 from paysync import guard, params
 from paysync.config import get_settings
@@ -54,6 +55,12 @@ STATUS_BY_ERROR: dict[type[PaysyncError], int] = {
 
 SYNC_PARAMS = ("dry_run", "force")
 FORCED_SYNC_PARAMS = ("dry_run",)  # a forced route always forces
+# Largest body of a small JSON request (POST /uploads); snapshots have their own limit.
+MAX_REQUEST_BYTES = 4096
+# SQLSTATE classes: 22 = a value PostgreSQL cannot take (out of range, bad encoding);
+# 08 = connection exception, 57P = the server is shutting down or starting.
+DATA_EXCEPTION = "22"
+UNAVAILABLE = ("08", "57P")
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -81,6 +88,18 @@ def create_resolver() -> APIGatewayRestResolver:
         logger.warning("database connection lost", extra={"error_type": type(error).__name__})
         return error_response(DatabaseUnavailable("the database is unreachable; retry later"))
 
+    @app.exception_handler(DatabaseError)
+    def handle_database_error(error: DatabaseError) -> Response:
+        sqlstate = sqlstate_of(error)
+        if sqlstate.startswith(DATA_EXCEPTION):
+            # Parameters are range-checked before any query; this is the net under that check.
+            logger.warning("database refused a value", extra={"sqlstate": sqlstate})
+            return error_response(InvalidRequest("a parameter is outside the range the database accepts"))
+        if sqlstate.startswith(UNAVAILABLE):
+            logger.warning("database unavailable", extra={"sqlstate": sqlstate})
+            return error_response(DatabaseUnavailable("the database is unreachable; retry later"))
+        return handle_unexpected(error)
+
     @app.exception_handler(NotFoundError)
     def handle_unknown_route(_: NotFoundError) -> Response:
         event = app.current_event
@@ -92,6 +111,12 @@ def create_resolver() -> APIGatewayRestResolver:
         return json_response(500, {"error": {"code": "internal_error", "message": "internal error", "details": []}})
 
     return app
+
+
+def sqlstate_of(error: DatabaseError) -> str:
+    """The SQLSTATE code of a pg8000 DatabaseError ("" when it carries none)."""
+    fields = error.args[0] if error.args else None
+    return str(fields.get("C", "")) if isinstance(fields, dict) else ""
 
 
 def query_params(event: APIGatewayProxyEvent) -> dict[str, str]:
@@ -128,7 +153,7 @@ def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity, forced_route: boo
     """POST /patients, POST /payments (and their POST /forced/... twins, which always force):
     reconcile the body inline and answer with the summary."""
     query = query_params(event)
-    params.reject_unknown(query, FORCED_SYNC_PARAMS if forced_route else SYNC_PARAMS)
+    params.check_query(query, FORCED_SYNC_PARAMS if forced_route else SYNC_PARAMS)
     dry_run = params.boolean(query, "dry_run")
     force = forced_route or params.boolean(query, "force")
     if not forced_route:
@@ -143,19 +168,30 @@ def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity, forced_route: boo
     return json_response(200, summary.to_json())
 
 
-def snapshot_body(event: APIGatewayProxyEvent) -> bytes:
-    """The raw snapshot bytes of a POST, after the content-type and size checks."""
+def require_json(event: APIGatewayProxyEvent) -> None:
+    """415 unless the body is declared JSON (application/json or a +json type; absent = JSON)."""
     content_type = (event.headers.get("Content-Type") or JSON).split(";", 1)[0].strip().lower()
     if content_type != JSON and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be {JSON}, not {content_type}")
+        raise UnsupportedMediaType(f"Content-Type must be {JSON}, not {content_type[:100]}")
+
+
+def _body_bytes(event: APIGatewayProxyEvent) -> bytes | None:
+    """The raw body bytes; None when API Gateway's base64 encoding of it is broken."""
     raw = event.body or ""
-    if event.is_base64_encoded:
-        try:
-            data = base64.b64decode(raw, validate=True)
-        except binascii.Error:
-            raise MalformedSnapshot("the body is not valid base64") from None
-    else:
-        data = raw.encode("utf-8")
+    if not event.is_base64_encoded:
+        return raw.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        return None
+
+
+def snapshot_body(event: APIGatewayProxyEvent) -> bytes:
+    """The raw snapshot bytes of a POST, after the content-type and size checks."""
+    require_json(event)
+    data = _body_bytes(event)
+    if data is None:
+        raise MalformedSnapshot("the body is not valid base64")
     limit = get_settings().max_inline_snapshot_bytes
     if len(data) > limit:
         raise PayloadTooLarge(
@@ -163,3 +199,30 @@ def snapshot_body(event: APIGatewayProxyEvent) -> bytes:
             " Ask POST /uploads for an upload URL and PUT the file to S3 instead."
         )
     return data
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError("a key appears twice in one object")
+    return dict(pairs)
+
+
+def json_request(event: APIGatewayProxyEvent, max_bytes: int = MAX_REQUEST_BYTES) -> Any:
+    """The parsed JSON body of a small request: 415 if not JSON, 413 over `max_bytes`,
+    400 when it is not strict JSON (bad UTF-8, NaN, repeated keys, nesting too deep)."""
+    require_json(event)
+    data = _body_bytes(event)
+    if data is None:
+        raise InvalidRequest("the body is not valid base64")
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"the body is {len(data)} bytes; this request takes at most {max_bytes}")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split("\n", 1)[0]
+        raise InvalidRequest(f"the body is not valid JSON: {message}") from None

@@ -22,6 +22,7 @@ from pg8000.exceptions import DatabaseError, InterfaceError
 
 from paysync.config import Settings, get_settings
 from paysync.errors import DatabaseUnavailable
+from paysync.observability import logger
 
 Connection = pg8000.native.Connection
 APPLICATION_NAME = "paysync"
@@ -123,8 +124,12 @@ def connect(params: ConnectionParams | None = None) -> Connection:
             application_name=APPLICATION_NAME,
         )
     except (InterfaceError, OSError) as exc:
-        where = params.unix_sock or f"{params.host}:{params.port}"
-        raise DatabaseUnavailable(f"the database at {where} is unreachable: {exc}") from exc
+        # Where the database lives is for the operator's log, never for the client.
+        logger.warning(
+            "database unreachable",
+            extra={"host": params.unix_sock or params.host, "port": params.port, "error": str(exc)},
+        )
+        raise DatabaseUnavailable("the database is unreachable; retry later") from exc
     # pg8000 parses dates and timestamps with strptime (~10 µs each: most of the
     # time a 100-row page spends decoding); fromisoformat takes ~0.3 µs.
     connection.register_in_adapter(converters.DATE, _date_in)
