@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import boto3
 import pg8000.native
 import pytest
 from pg8000.exceptions import DatabaseError
@@ -15,7 +20,7 @@ from paysync.dal import merge
 from paysync.dal.db import parse_database_url
 from paysync.migrate import LoginUser, ensure_login_users
 from paysync.reconcile import reconcile_snapshot
-from tests.conftest import sample_bytes, table_state
+from tests.conftest import load_event, sample_bytes, table_state
 
 INSUFFICIENT_PRIVILEGE = "42501"
 TABLES = ("patients", "payments", "sync_runs")
@@ -229,3 +234,80 @@ def test_the_read_role_cannot_run_a_sync(conn, reader, database_url):
         reconcile_snapshot("patients", io.BytesIO(sample_bytes("patients")), source="cli", connection=reader)
     assert error.value.args[0]["C"] == INSUFFICIENT_PRIVILEGE
     assert table_state(conn) == before
+
+
+@pytest.fixture
+def secrets(monkeypatch) -> Iterator[Any]:
+    """moto Secrets Manager (the login users' secrets)."""
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+
+
+@pytest.fixture
+def cloudformation(monkeypatch) -> list[dict[str, Any]]:
+    """The migrate function's answers to CloudFormation (its PUT to the ResponseURL)."""
+    answers: list[dict[str, Any]] = []
+
+    @contextlib.contextmanager
+    def urlopen(request: urllib.request.Request, timeout: float | None = None) -> Iterator[None]:
+        answers.append(json.loads(request.data))
+        yield
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return answers
+
+
+def migrate_event(login_users: list[dict[str, str]]) -> dict[str, Any]:
+    event = load_event("migrate_create.json")
+    event["ResourceProperties"]["LoginUsers"] = login_users
+    return event
+
+
+def test_the_migrate_function_creates_the_login_users_of_its_secrets(conn, invoke, secrets, cloudformation):
+    suffix = uuid.uuid4().hex[:8]
+    users = {"paysync_sync": f"test_cfn_sync_{suffix}", "paysync_read": f"test_cfn_read_{suffix}"}
+    arns = {
+        group: secrets.create_secret(
+            Name=f"{group}-{suffix}", SecretString=json.dumps({"username": user, "password": f"pw-{suffix}"})
+        )["ARN"]
+        for group, user in users.items()
+    }
+    try:
+        result = invoke("migrate", migrate_event([{"SecretArn": arn, "Group": group} for group, arn in arns.items()]))
+
+        assert result["Status"] == "SUCCESS"
+        [answer] = cloudformation
+        assert answer["Status"] == "SUCCESS"
+        for group, user in users.items():
+            assert conn.run("SELECT pg_has_role(:u, :g, 'member')", u=user, g=group) == [[True]]
+    finally:
+        for user in users.values():
+            conn.run(f"DROP ROLE IF EXISTS {user}")
+
+
+@pytest.mark.parametrize(
+    ("secret", "group"),
+    [
+        ({"username": "paysync_owner", "password": "pw"}, "paysync_read"),  # a group role as a login
+        ({"username": "x; DROP TABLE patients", "password": "pw"}, "paysync_read"),
+        ({"username": "test_cfn_bad", "password": "pw"}, "paysync_owner"),  # the owner is no login group
+        ({"username": "test_cfn_bad", "password": "pw"}, "pg_read_all_data"),
+        ({"password": "pw"}, "paysync_read"),  # no username in the secret
+    ],
+)
+def test_the_migrate_function_refuses_unsafe_login_users(conn, invoke, secrets, cloudformation, secret, group):
+    arn = secrets.create_secret(Name=f"bad-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(secret))["ARN"]
+    roles_before = conn.run("SELECT rolname FROM pg_roles ORDER BY 1")
+
+    result = invoke("migrate", migrate_event([{"SecretArn": arn, "Group": group}]))
+
+    assert result["Status"] == "FAILED"
+    [answer] = cloudformation
+    assert answer["Status"] == "FAILED"
+    assert "pw" not in answer["Reason"]
+    assert conn.run("SELECT rolname FROM pg_roles ORDER BY 1") == roles_before
