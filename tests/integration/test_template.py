@@ -330,6 +330,12 @@ def test_each_function_uses_the_least_privileged_database_user(template):
             assert readable == {expected[name]}, name
 
 
+def test_functions_start_using_a_database_user_once_the_migration_created_it(template):
+    # Otherwise an update that moves them to new users would briefly use users that do not exist yet.
+    for name in SYNC_FUNCTIONS | READ_FUNCTIONS:
+        assert template["Resources"][name].get("DependsOn") == "SchemaMigration", name
+
+
 def test_the_migration_creates_one_login_user_per_role_secret(template):
     logins = template["Resources"]["SchemaMigration"]["Properties"]["LoginUsers"]
     assert {(login["SecretArn"]["Ref"], login["Group"]) for login in logins} == {
