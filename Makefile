@@ -4,6 +4,7 @@ VENV := .venv
 SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
+CHECKOV_VENV := .venv-checkov
 PORT ?= 3000
 SIZE ?= M
 export SAM_CLI_TELEMETRY := 0
@@ -26,16 +27,23 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
 	@touch $@
 
+# checkov pins many libraries of its own too: a third virtualenv.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
+	@touch $@
+
 ## run: the whole stack on 127.0.0.1:$(PORT) (embedded PostgreSQL unless DATABASE_URL is set)
 run: install
 	$(PY) -m devserver --port $(PORT)
 
-## test: lint, the test suite (real PostgreSQL, moto S3) and `sam validate --lint`
-test: install $(SAM_VENV)/.installed
+## test: lint, the test suite (real PostgreSQL, moto S3), `sam validate --lint` and checkov (.checkov.yaml)
+test: install $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 	$(SAM) validate --lint --region us-east-1
+	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml
 
 ## bench: generate SIZE=S|M|L snapshots and measure sync and read performance
 bench: install
@@ -59,4 +67,4 @@ build: $(SAM_VENV)/.installed
 	$(SAM) build
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache

@@ -217,7 +217,7 @@ def test_forged_upload_metadata_never_forces(conn, s3, invoke, metadata, code):
         ("patients", {"force": "TRUE"}, 403, "force_not_allowed"),
         ("patients", {"force": "1"}, 403, "force_not_allowed"),
         ("patients", {"force": "yes"}, 403, "force_not_allowed"),
-        ("patients", {"force": ""}, 403, "force_not_allowed"),
+        ("patients", {"force": ""}, 400, "invalid_request"),  # an empty flag is no answer
         ("payments", {"force": "true"}, 403, "force_not_allowed"),
         ("payments", {"force": "true", "dry_run": "true"}, 403, "force_not_allowed"),
         ("patients", {"force": "maybe"}, 400, "invalid_request"),

@@ -23,6 +23,8 @@ class Settings(BaseModel):
     snapshot_bucket: str | None = None
     s3_endpoint_url: str | None = None  # moto server locally; unset in AWS
     upload_url_expires_seconds: int = Field(default=900, ge=60, le=43200)
+    # Largest snapshot object taken through S3: the upload form's size limit and the reconcile's check.
+    max_snapshot_bytes: int = Field(default=1 << 30, ge=1)
 
     # Deletion guard: refuse to delete more than this fraction of the live
     # rows of a table holding at least `guard_min_rows` live rows, unless forced.

@@ -3,14 +3,14 @@
 `live_before` is NULL for runs recorded before this revision; the guard then
 derives the window's starting count from the runs' counts instead.
 
-Revision ID: 0004
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-27
 """
 
 from alembic import op
 
-revision = "0004"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
