@@ -8,11 +8,21 @@ PORT ?= 3000
 SIZE ?= M
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: install run test bench lint format build validate clean
+.PHONY: install run test bench lint format build smoke invoke lock validate clean python312
+
+# The Lambda runtime's interpreter: python3.12 from PATH, else pyenv's 3.12 (a pyenv shim that
+# cannot run it does not count). Used by build, smoke, invoke and lock.
+PY312_DIR = $(shell python3.12 -c 'import os, sys; print(os.path.dirname(sys.executable))' 2>/dev/null \
+	|| ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.12.*/bin 2>/dev/null | tail -n 1)
+PY312 = $(PY312_DIR)/python3.12
+SMOKE_VENV := .venv-smoke
+LOCK_VENV := .venv-lock
+FN ?= GetPatientsFunction
+EVENT ?= events/get_patients.json
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-dev.txt requirements-cli.txt layers/paysync/requirements.txt pyproject.toml
+$(VENV)/.installed: requirements-dev.txt requirements-cli.txt layers/paysync/requirements.txt layers/migrations/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "paysync needs Python 3.11+; set PYTHON=python3.12 (for example)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -53,10 +63,52 @@ format: install
 validate: $(SAM_VENV)/.installed
 	$(SAM) validate --lint --region us-east-1
 
-## build: `sam build` needs python3.12 on PATH (no Docker needed)
-build: $(SAM_VENV)/.installed
-	@command -v python3.12 >/dev/null || { echo "sam build needs python3.12 on PATH (the Lambda runtime)"; exit 1; }
-	$(SAM) build
+## build: `sam build` for the Lambda runtime (python3.12, no Docker): .aws-sam/build, bytecode compiled
+build: python312 $(SAM_VENV)/.installed
+	PATH="$(PY312_DIR):$$PATH" $(SAM) build
+	@# The functions' own code (the layers compile theirs in layers/*/Makefile).
+	$(PY312) -m compileall -q --invalidation-mode unchecked-hash .aws-sam/build/*Function
+
+python312:
+	@test -n "$(PY312_DIR)" && test -x "$(PY312)" || { \
+	  echo "sam build needs python3.12 (the Lambda runtime) on PATH or in pyenv:"; \
+	  echo "  pyenv install 3.12 (then make finds it), or apt-get install python3.12, or PATH=/path/to/3.12/bin:\$$PATH"; \
+	  exit 1; }
+
+$(SMOKE_VENV)/.installed: smoke/requirements.txt smoke/lambda-runtime.lock | python312
+	$(PY312) -m venv $(SMOKE_VENV)
+	$(SMOKE_VENV)/bin/pip install --quiet -r smoke/requirements.txt
+	rm -rf $(SMOKE_VENV)/lambda-runtime
+	$(SMOKE_VENV)/bin/pip install --quiet --no-deps --require-hashes --target $(SMOKE_VENV)/lambda-runtime \
+		-r smoke/lambda-runtime.lock
+	@touch $@
+
+## smoke: build, then run every function from .aws-sam/build only (python3.12) with each of its events
+smoke: build $(SMOKE_VENV)/.installed
+	$(SMOKE_VENV)/bin/python -m smoke
+
+## invoke: one function with one event: `sam local invoke` with Docker, else the smoke runner
+invoke: build
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  echo "sam local invoke $(FN) -e $(EVENT) --env-vars events/env.local.json"; \
+	  $(SAM) local invoke $(FN) -e $(EVENT) --env-vars events/env.local.json; \
+	else \
+	  echo "Docker is not available: running $(FN) from .aws-sam/build with the smoke runner"; \
+	  $(MAKE) --no-print-directory $(SMOKE_VENV)/.installed && \
+	  $(SMOKE_VENV)/bin/python -m smoke --function $(FN) --event $(EVENT); \
+	fi
+
+## lock: regenerate the layers' requirements.lock files (hashes) from their requirements.txt
+lock: python312
+	$(PY312) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet pip-tools==7.6.2
+	cd layers/paysync && ../../$(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras \
+		--unsafe-package boto3 --unsafe-package botocore --unsafe-package s3transfer --unsafe-package urllib3 \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock requirements.txt
+	cd layers/migrations && ../../$(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock requirements.txt
+	cd smoke && ../$(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file lambda-runtime.lock lambda-runtime.txt
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) $(SMOKE_VENV) $(LOCK_VENV) .aws-sam .pytest_cache

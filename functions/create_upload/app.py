@@ -5,7 +5,7 @@ import json
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from paysync.errors import InvalidRequest
-from paysync.observability import logger, tracer
+from paysync.observability import logger, trace_handler
 from paysync.uploads import create_upload
 from paysync.web import create_resolver, json_response, query_params
 
@@ -13,7 +13,6 @@ app = create_resolver()
 
 
 @app.post("/uploads")
-@tracer.capture_method(capture_response=False)
 def post_upload():
     event = app.current_event
     if query_params(event):
@@ -26,6 +25,6 @@ def post_upload():
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@trace_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

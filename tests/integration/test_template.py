@@ -184,7 +184,7 @@ def test_functions_reach_the_database_through_the_tls_proxy(template):
 
 def test_environment_variables_are_settings_paysync_reads(template):
     env = template["Globals"]["Function"]["Environment"]["Variables"]
-    unknown = {n for n in env if not n.startswith("POWERTOOLS_") and n.lower() not in Settings.model_fields}
+    unknown = {n for n in env if not n.startswith("POWERTOOLS_") and n.lower() not in Settings.field_names()}
     assert not unknown, f"not read by paysync.config.Settings: {unknown}"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Paysync"
 
