@@ -616,9 +616,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--function", help="invoke only this function (logical id in template.yaml)")
     parser.add_argument("--event", help="with --function: the event file")
+    parser.add_argument("--imports-only", action="store_true", help="only the cold imports and layer sizes")
+    parser.add_argument("--build-dir", type=Path, help="another build output (e.g. a baseline's .aws-sam/build)")
     args = parser.parse_args(argv)
+    global BUILD
+    BUILD = (args.build_dir or BUILD).resolve()
     try:
-        if args.function:
+        if args.imports_only:
+            functions = load_functions()
+            report_imports(functions, function_env("postgresql://unused/paysync", "http://127.0.0.1:9"))
+            report_layers(functions)
+        elif args.function:
             run_one(args.function, args.event or "")
         else:
             run_all()
