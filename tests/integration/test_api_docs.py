@@ -64,10 +64,7 @@ def gateway() -> Iterator[str]:
 def openapi_operations() -> set[tuple[str, str]]:
     document = yaml.safe_load((ROOT / "openapi.yaml").read_text())
     return {
-        (method.upper(), path)
-        for path, item in document["paths"].items()
-        for method in item
-        if method in HTTP_METHODS
+        (method.upper(), path) for path, item in document["paths"].items() for method in item if method in HTTP_METHODS
     }
 
 
