@@ -5,6 +5,8 @@ SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 PORT ?= 3000
+# The local S3 endpoint's port: fixed, so that env.local.json (sam local invoke) can name it.
+S3_PORT ?= 4566
 SIZE ?= M
 export SAM_CLI_TELEMETRY := 0
 
@@ -36,9 +38,9 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
 	@touch $@
 
-## run: the whole stack on 127.0.0.1:$(PORT) (embedded PostgreSQL unless DATABASE_URL is set)
+## run: the whole stack on 127.0.0.1:$(PORT), S3 on $(S3_PORT) (embedded PostgreSQL unless DATABASE_URL is set)
 run: install
-	$(PY) -m devserver --port $(PORT)
+	$(PY) -m devserver --port $(PORT) --s3-port $(S3_PORT)
 
 ## test: lint, the test suite (real PostgreSQL, moto S3) and `sam validate --lint`
 test: install $(SAM_VENV)/.installed
@@ -88,10 +90,14 @@ smoke: build $(SMOKE_VENV)/.installed
 	$(SMOKE_VENV)/bin/python -m smoke
 
 ## invoke: one function with one event: `sam local invoke` with Docker, else the smoke runner
+# On Linux the container shares the host's network, where `make run` listens on 127.0.0.1.
+DOCKER_HOST_FLAGS = $(if $(filter Linux,$(shell uname -s)),--docker-network host --add-host host.docker.internal:127.0.0.1)
 invoke: build
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
-	  echo "sam local invoke $(FN) -e $(EVENT) --env-vars events/env.local.json"; \
-	  $(SAM) local invoke $(FN) -e $(EVENT) --env-vars events/env.local.json; \
+	  echo "sam local invoke $(FN) -e $(EVENT) --env-vars env.local.json"; \
+	  AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-testing} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-testing} \
+	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
+	  $(SAM) local invoke $(FN) -e $(EVENT) --env-vars env.local.json $(DOCKER_HOST_FLAGS); \
 	else \
 	  echo "Docker is not available: running $(FN) from .aws-sam/build with the smoke runner"; \
 	  $(MAKE) --no-print-directory $(SMOKE_VENV)/.installed && \
