@@ -85,7 +85,9 @@ def _convert(spec: dataclasses.Field, text: str) -> Any:
         raise SettingsError(f"{name} must be {_KIND_WORDS.get(kind.split()[0], 'a number')}") from None
     low, high = spec.metadata.get("low"), spec.metadata.get("high")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise SettingsError(f"{name} must lie between {low} and {high if high is not None else 'any'}")
+        raise SettingsError(
+            f"{name} must be at least {low}" if high is None else f"{name} must lie between {low} and {high}"
+        )
     return value
 
 
