@@ -74,7 +74,7 @@ build: python312 $(SAM_VENV)/.installed
 python312:
 	@test -n "$(PY312_DIR)" && test -x "$(PY312)" || { \
 	  echo "sam build needs python3.12 (the Lambda runtime) on PATH or in pyenv:"; \
-	  echo "  pyenv install 3.12 (then make finds it), or apt-get install python3.12, or PATH=/path/to/3.12/bin:\$$PATH"; \
+	  echo "  pyenv install 3.12 (make then finds it), or put a python3.12 on PATH (PATH=/path/to/3.12/bin:\$$PATH)"; \
 	  exit 1; }
 
 $(SMOKE_VENV)/.installed: smoke/requirements.txt smoke/lambda-runtime.lock | python312
