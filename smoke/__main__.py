@@ -47,6 +47,8 @@ HOST = (Path(__file__).parent / "host.py").read_text()
 RUNTIME = Path(sys.prefix) / "lambda-runtime"  # boto3/botocore as the Lambda runtime provides them
 BUCKET = "paysync-local-snapshots"  # the bucket the S3 events name (`make run`'s)
 IMPORT_RUNS = 7
+# The layer the API and reconcile functions load: small, because it is in every cold start's package.
+SHARED_LAYER_LIMIT_MB = 20
 # The brief's samples once both are loaded: patient externalId -> total of its live payments.
 SAMPLE_TOTALS = {"4": Decimal("0.00"), "15": Decimal("0.00"), "8": Decimal("9.29"), "5": Decimal("17.22")}
 
@@ -564,11 +566,15 @@ def report_imports(functions: dict[str, Function], env: dict[str, str]) -> None:
 
 
 def report_layers(functions: dict[str, Function]) -> None:
+    """Each layer's unzipped size; the layers of the API and reconcile functions must stay small."""
     print("\nlayers (unzipped)")
     layers = sorted({layer for function in functions.values() for layer in function.layers})
     for layer in layers:
-        users = [f.name for f in functions.values() if layer in f.layers]
-        print(f"  {layer.name:<24} {tree_bytes(layer) / 1e6:6.1f} MB   used by {len(users)} functions")
+        users = [f for f in functions.values() if layer in f.layers]
+        size_mb = tree_bytes(layer) / 1e6
+        print(f"  {layer.name:<24} {size_mb:6.1f} MB   used by {len(users)} functions")
+        if any(not f.custom_resource for f in users):
+            check(size_mb <= SHARED_LAYER_LIMIT_MB, f"{layer.name} is over {SHARED_LAYER_LIMIT_MB} MB unzipped")
 
 
 def event_files() -> list[str]:
