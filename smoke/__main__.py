@@ -18,6 +18,7 @@ import copy
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -622,6 +623,7 @@ def run_one(function_name: str, event_path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server: one line per S3 call
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--function", help="invoke only this function (logical id in template.yaml)")
     parser.add_argument("--event", help="with --function: the event file")
