@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from devserver import docs
 from devserver.lambdas import ACCOUNT, Runtime
 from devserver.template import HTTP_METHODS, Route, match_route
 
@@ -224,6 +225,9 @@ class ApiGateway:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """One request -> (status, headers, body)."""
         path = urlsplit(target).path or "/"
+        documentation = docs.serve(method, path)  # /docs, /openapi.yaml, /openapi.json
+        if documentation is not None:
+            return documentation
         route, path_parameters, allowed = match_route(self.routes, method, path)
         if not allowed:
             return 404, [], error_body("not_found", f"no route for {method} {unquote(path)}")

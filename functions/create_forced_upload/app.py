@@ -4,7 +4,7 @@ guard does not stop it). A separate route so IAM can grant forcing apart from up
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from paysync import params
-from paysync.observability import logger, tracer
+from paysync.observability import logger, trace_handler
 from paysync.uploads import create_upload
 from paysync.web import create_resolver, json_request, json_response, query_params
 
@@ -12,7 +12,6 @@ app = create_resolver()
 
 
 @app.post("/forced/uploads")
-@tracer.capture_method(capture_response=False)
 def post_forced_upload():
     event = app.current_event
     params.check_query(query_params(event), ())
@@ -20,6 +19,6 @@ def post_forced_upload():
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@trace_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

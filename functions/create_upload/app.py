@@ -3,7 +3,7 @@
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from paysync import params
-from paysync.observability import logger, tracer
+from paysync.observability import logger, trace_handler
 from paysync.uploads import create_upload
 from paysync.web import create_resolver, json_request, json_response, query_params
 
@@ -11,7 +11,6 @@ app = create_resolver()
 
 
 @app.post("/uploads")
-@tracer.capture_method(capture_response=False)
 def post_upload():
     event = app.current_event
     params.check_query(query_params(event), ())
@@ -19,6 +18,6 @@ def post_upload():
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@trace_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

@@ -3,26 +3,23 @@
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from paysync import reads
-from paysync.observability import logger, tracer
+from paysync.observability import logger
 from paysync.web import create_resolver, json_response, page_response, query_params
 
 app = create_resolver()
 
 
 @app.get("/syncs")
-@tracer.capture_method(capture_response=False)
 def list_syncs():
     event = app.current_event
     return page_response(event, reads.list_syncs(query_params(event)))
 
 
 @app.get("/syncs/<sync_id>")
-@tracer.capture_method(capture_response=False)
 def get_sync(sync_id: str):
     return json_response(200, reads.get_sync(sync_id, query_params(app.current_event)))
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

@@ -1,15 +1,29 @@
-"""Configuration: one settings model, read from the environment once."""
+"""Configuration: one settings model, read from the environment once.
+
+A plain dataclass with explicit bounds: every Lambda function reads it on its first
+request, and a validation library would add its own import time to each cold start.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from decimal import Decimal
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import Any
 
-from pydantic import BaseModel, Field
+
+class SettingsError(ValueError):
+    """An environment variable holds a value paysync cannot use."""
 
 
-class Settings(BaseModel):
+def _bounds(low: Any = None, high: Any = None) -> dict[str, Any]:
+    return {"low": low, "high": high}
+
+
+@dataclass(frozen=True)
+class Settings:
     """Everything paysync reads from the environment (variable name = field name, upper case)."""
 
     # Local / CLI: a plain postgresql://user:pass@host:port/db URL.
@@ -22,29 +36,71 @@ class Settings(BaseModel):
 
     snapshot_bucket: str | None = None
     s3_endpoint_url: str | None = None  # moto server locally; unset in AWS
-    upload_url_expires_seconds: int = Field(default=900, ge=60, le=43200)
+    upload_url_expires_seconds: int = field(default=900, metadata=_bounds(60, 43200))
     # Largest snapshot object taken through S3: the upload form's size limit and the reconcile's check.
-    max_snapshot_bytes: int = Field(default=1 << 30, ge=1)
+    max_snapshot_bytes: int = field(default=1 << 30, metadata=_bounds(1))
 
     # Deletion guard: refuse to delete more than this fraction of the live
     # rows of a table holding at least `guard_min_rows` live rows, unless forced.
-    delete_guard_ratio: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
-    delete_guard_min_rows: int = Field(default=100, ge=0)
+    delete_guard_ratio: Decimal = field(default=Decimal("0.5"), metadata=_bounds(0, 1))
+    delete_guard_min_rows: int = field(default=100, metadata=_bounds(0))
     # Rolling deletion guard: the applied syncs of this many hours together may delete at most
     # `delete_guard_ratio` of the live rows the table held when the window began (0 turns it off).
-    delete_guard_window_hours: int = Field(default=24, ge=0, le=8760)
+    delete_guard_window_hours: int = field(default=24, metadata=_bounds(0, 8760))
     # Whether POST /patients and POST /payments honour ?force=true. With false, only the
     # POST /forced/... routes can force, so IAM can grant forcing apart from syncing.
     allow_force_parameter: bool = True
     # Largest body POST /patients and POST /payments accept inline (Lambda's 6 MB limit).
-    max_inline_snapshot_bytes: int = Field(default=6_000_000, ge=1)
+    max_inline_snapshot_bytes: int = field(default=6_000_000, metadata=_bounds(1))
     # Memory PostgreSQL may use for the merge's hashes and sorts (SET LOCAL work_mem).
     merge_work_mem: str = "256MB"
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The settings' names (the environment variables are these, upper case)."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_values(cls, values: dict[str, str]) -> Settings:
+        """Settings from text values (missing ones keep their defaults); SettingsError names a bad one."""
+        converted: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            if spec.name in values:
+                converted[spec.name] = _convert(spec, values[spec.name])
+        return cls(**converted)
+
+
+_KIND_WORDS = {"bool": "true or false", "int": "an integer", "Decimal": "a number"}
+
+
+def _convert(spec: dataclasses.Field, text: str) -> Any:
+    kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "str")
+    name = spec.name.upper()
+    try:
+        if kind.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if kind.startswith("int"):
+            value: Any = int(text)
+        elif kind.startswith("Decimal"):
+            value = Decimal(text)
+            if not value.is_finite():
+                raise InvalidOperation
+        else:
+            return text
+    except (ValueError, InvalidOperation):
+        raise SettingsError(f"{name} must be {_KIND_WORDS.get(kind.split()[0], 'a number')}") from None
+    low, high = spec.metadata.get("low"), spec.metadata.get("high")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise SettingsError(
+            f"{name} must be at least {low}" if high is None else f"{name} must lie between {low} and {high}"
+        )
+    return value
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The settings of this process, read from the environment on first use."""
-    names = Settings.model_fields.keys()
-    values = {name: os.environ[name.upper()] for name in names if os.environ.get(name.upper())}
-    return Settings.model_validate(values)
+    values = {name: os.environ[name.upper()] for name in Settings.field_names() if os.environ.get(name.upper())}
+    return Settings.from_values(values)
