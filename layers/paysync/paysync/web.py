@@ -26,6 +26,7 @@ from paysync.errors import (
     PayloadTooLarge,
     PaysyncError,
     SnapshotRejected,
+    StaleSnapshot,
     UnsupportedMediaType,
 )
 from paysync.jsonio import to_json
@@ -33,6 +34,7 @@ from paysync.observability import add_outcome_metric, add_sync_metrics, logger
 from paysync.reads import Page
 from paysync.reconcile import reconcile_snapshot
 from paysync.records import Entity
+from paysync.timestamps import parse_snapshot_time
 
 JSON = "application/json"
 
@@ -42,6 +44,7 @@ STATUS_BY_ERROR: dict[type[PaysyncError], int] = {
     MalformedSnapshot: 400,
     NotFound: 404,
     DeletionGuardTriggered: 409,
+    StaleSnapshot: 409,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidSnapshot: 422,
@@ -50,7 +53,7 @@ STATUS_BY_ERROR: dict[type[PaysyncError], int] = {
     PaysyncError: 500,
 }
 
-SYNC_PARAMS = ("dry_run", "force")
+SYNC_PARAMS = ("dry_run", "force", "snapshot_at")
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -126,9 +129,13 @@ def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity) -> Response:
     query = query_params(event)
     params.reject_unknown(query, SYNC_PARAMS)
     dry_run, force = params.boolean(query, "dry_run"), params.boolean(query, "force")
+    raw_snapshot_at = query.get("snapshot_at")
+    snapshot_at = None if raw_snapshot_at is None else parse_snapshot_time(raw_snapshot_at)
     body = snapshot_body(event)
     try:
-        summary = reconcile_snapshot(entity, io.BytesIO(body), source="api", dry_run=dry_run, force=force)
+        summary = reconcile_snapshot(
+            entity, io.BytesIO(body), source="api", snapshot_at=snapshot_at, dry_run=dry_run, force=force
+        )
     except SnapshotRejected:
         add_outcome_metric("ApiSyncs", "rejected")
         raise

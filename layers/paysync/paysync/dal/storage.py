@@ -20,7 +20,11 @@ def s3_client() -> Any:
 
 
 def open_object(bucket: str, key: str, version_id: str | None) -> tuple[BinaryIO, S3Object]:
-    """A streaming body of one object version, and what identifies that version."""
+    """A streaming body of one object version, and what identifies that version.
+
+    LastModified is kept in whole seconds (what GetObject reports), so every
+    path compares the same value.
+    """
     extra = {"VersionId": version_id} if version_id else {}
     response = s3_client().get_object(Bucket=bucket, Key=key, **extra)
     version = response.get("VersionId")
@@ -29,7 +33,7 @@ def open_object(bucket: str, key: str, version_id: str | None) -> tuple[BinaryIO
         key=key,
         version_id=None if version in (None, "null") else version,
         etag=response["ETag"].strip('"'),
-        last_modified=response["LastModified"],
+        last_modified=response["LastModified"].replace(microsecond=0),
     )
     return response["Body"], identity
 
