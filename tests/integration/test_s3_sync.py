@@ -93,11 +93,59 @@ def test_invalid_snapshot_is_recorded_as_rejected_without_raising(conn, s3, invo
     assert conn.run("SELECT count(*) FROM payments") == [[0]]
 
 
-def test_non_snapshot_keys_are_ignored(conn, s3, invoke):
+def test_non_snapshot_keys_are_recorded_as_skipped(conn, s3, invoke):
     version = put(s3, "patients/readme.txt", b"hello")
 
-    assert outcome(invoke("reconcile", s3_event("patients/readme.txt", version))) == ("ignored", "not_a_snapshot_key")
-    assert conn.run("SELECT count(*) FROM sync_runs") == [[0]]
+    response = invoke("reconcile", s3_event("patients/readme.txt", version))
+
+    assert outcome(response) == ("skipped", "not_a_snapshot_key")
+    assert conn.run("SELECT entity, source, status, error->>'code', s3_key, s3_version_id FROM sync_runs") == [
+        ["patients", "s3", "skipped", "not_a_snapshot_key", "patients/readme.txt", version]
+    ]
+    assert response["objects"][0]["syncId"] == conn.run("SELECT id FROM sync_runs")[0][0]
+
+
+def test_a_key_naming_no_entity_is_recorded_without_one_and_shown_as_null(conn, s3, invoke):
+    from devserver.apigateway import proxy_event as api_event
+    from tests.conftest import body_of
+
+    response = invoke("reconcile", s3_event("Patients/x.json", "v1"))
+
+    [[sync_id, entity]] = conn.run("SELECT id, entity FROM sync_runs")
+    assert outcome(response) == ("skipped", "not_a_snapshot_key")
+    assert entity is None
+    shown = body_of(
+        invoke(
+            "get_syncs",
+            api_event("GET", f"/syncs/{sync_id}", resource="/syncs/{id}", path_parameters={"id": str(sync_id)}),
+        )
+    )
+    assert (shown["entity"], shown["status"], shown["error"]["code"]) == (None, "skipped", "not_a_snapshot_key")
+
+
+def test_skipped_key_with_the_database_down_raises_so_lambda_retries(conn, s3, invoke, settings_env):
+    settings_env(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+
+    with pytest.raises(DatabaseUnavailable):
+        invoke("reconcile", s3_event("payments/x.json.tmp", "v1"))
+
+
+def test_the_event_sequencer_and_the_issued_keys_order_are_recorded(conn, s3, invoke):
+    from datetime import UTC, datetime
+
+    from paysync.uploads import snapshot_key
+
+    issued = datetime(2026, 11, 27, 12, 0, 0, 250_000, tzinfo=UTC)
+    key = snapshot_key("patients", now=issued)
+    version = put(s3, key, sample_bytes("patients"))
+    event = s3_event(key, version)
+    event["Records"][0]["s3"]["object"]["sequencer"] = "00a1b2"
+
+    assert outcome(invoke("reconcile", event)) == ("applied", None)
+
+    [[sequencer, seq]] = conn.run("SELECT s3_sequencer, snapshot_seq FROM sync_runs")
+    assert sequencer == "00A1B2"
+    assert seq == f"{int(issued.timestamp() * 1000)}-{key.rsplit('-', 1)[1].split('.')[0]}"
 
 
 def test_database_outage_raises_so_lambda_retries(conn, s3, invoke, settings_env):

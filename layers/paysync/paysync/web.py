@@ -32,7 +32,7 @@ from paysync.errors import (
 from paysync.jsonio import to_json
 from paysync.observability import add_outcome_metric, add_sync_metrics, logger
 from paysync.reads import Page
-from paysync.reconcile import reconcile_snapshot
+from paysync.reconcile import reconcile_snapshot, record_refused_request
 from paysync.records import Entity
 from paysync.timestamps import parse_snapshot_time
 
@@ -126,12 +126,17 @@ def _next_url(event: APIGatewayProxyEvent, cursor: str) -> str:
 
 def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity) -> Response:
     """POST /patients, POST /payments: reconcile the body inline and answer with the summary."""
-    query = query_params(event)
-    params.reject_unknown(query, SYNC_PARAMS)
-    dry_run, force = params.boolean(query, "dry_run"), params.boolean(query, "force")
-    raw_snapshot_at = query.get("snapshot_at")
-    snapshot_at = None if raw_snapshot_at is None else parse_snapshot_time(raw_snapshot_at)
-    body = snapshot_body(event)
+    try:
+        query = query_params(event)
+        params.reject_unknown(query, SYNC_PARAMS)
+        dry_run, force = params.boolean(query, "dry_run"), params.boolean(query, "force")
+        raw_snapshot_at = query.get("snapshot_at")
+        snapshot_at = None if raw_snapshot_at is None else parse_snapshot_time(raw_snapshot_at)
+        body = snapshot_body(event)
+    except PaysyncError as refused:
+        record_refused_request(entity, "api", refused)  # every sync attempt leaves a run
+        add_outcome_metric("ApiSyncs", "rejected")
+        raise
     try:
         summary = reconcile_snapshot(
             entity, io.BytesIO(body), source="api", snapshot_at=snapshot_at, dry_run=dry_run, force=force
