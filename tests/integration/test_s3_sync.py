@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from devserver import s3 as devserver_s3
+from devserver.apigateway import proxy_event as api_event
+from devserver.template import Function, S3Notification
 from paysync.errors import DatabaseUnavailable
-from tests.conftest import TEST_BUCKET, sample_bytes, table_state
+from paysync.uploads import snapshot_key
+from tests.conftest import TEST_BUCKET, body_of, sample_bytes, table_state
 
 
 def s3_event(key: str, version_id: str | None) -> dict:
@@ -106,9 +111,6 @@ def test_non_snapshot_keys_are_recorded_as_skipped(conn, s3, invoke):
 
 
 def test_a_key_naming_no_entity_is_recorded_without_one_and_shown_as_null(conn, s3, invoke):
-    from devserver.apigateway import proxy_event as api_event
-    from tests.conftest import body_of
-
     response = invoke("reconcile", s3_event("Patients/x.json", "v1"))
 
     [[sync_id, entity]] = conn.run("SELECT id, entity FROM sync_runs")
@@ -131,10 +133,6 @@ def test_skipped_key_with_the_database_down_raises_so_lambda_retries(conn, s3, i
 
 
 def test_the_event_sequencer_and_the_issued_keys_order_are_recorded(conn, s3, invoke):
-    from datetime import UTC, datetime
-
-    from paysync.uploads import snapshot_key
-
     issued = datetime(2026, 11, 27, 12, 0, 0, 250_000, tzinfo=UTC)
     key = snapshot_key("patients", now=issued)
     version = put(s3, key, sample_bytes("patients"))
@@ -154,3 +152,39 @@ def test_database_outage_raises_so_lambda_retries(conn, s3, invoke, settings_env
 
     with pytest.raises(DatabaseUnavailable):
         invoke("reconcile", s3_event("patients/a.json", version))
+
+
+def test_local_s3_events_carry_sequencers_in_write_order_and_keep_them_on_retry(s3):
+    class Recorder:
+        """A runtime that fails the first delivery of every object version, then records events."""
+
+        def __init__(self) -> None:
+            self.failed: set[tuple[str, str]] = set()
+            self.events: list[dict] = []
+
+        def invoke(self, name: str, event: dict) -> dict:
+            obj = event["Records"][0]["s3"]["object"]
+            self.events.append(obj)
+            if (obj["key"], obj["versionId"]) not in self.failed:
+                self.failed.add((obj["key"], obj["versionId"]))
+                raise RuntimeError("first attempt fails")
+            return {"objects": []}
+
+    function = Function(name="ReconcileFunction", module_path=Path("functions/reconcile/app.py"), handler_name="lh")
+    runtime = Recorder()
+    poller = devserver_s3.NotificationPoller(s3, TEST_BUCKET, "us-east-1", [S3Notification(function)], runtime)
+    first = put(s3, "patients/same.json", b"[]")
+    second = put(s3, "patients/same.json", b"[ ]")  # same key, most likely the same second
+
+    poller.poll()
+    poller.poll()
+
+    sequencers = {(e["versionId"], n): e["sequencer"] for n, e in enumerate(runtime.events)}
+    by_version: dict[str, set[str]] = {}
+    for (version, _), sequencer in sequencers.items():
+        by_version.setdefault(version, set()).add(sequencer)
+    assert all(len(values) == 1 for values in by_version.values())  # a retry keeps its sequencer
+    [older], [newer] = by_version[first], by_version[second]
+    assert int(older, 16) < int(newer, 16)
+    assert len(older) == len(newer) == 18
+    assert older == older.upper()
