@@ -516,3 +516,15 @@ class TestSnapshotTime:
         forced = sync("patients", [patient(1, first="Old")], snapshot_at=taken - timedelta(days=1), force=True)
 
         assert (forced.status, forced.forced, forced.updated) == ("applied", True, 1)
+
+
+def test_rejection_naming_an_external_id_with_nul_is_recorded(conn):
+    """PostgreSQL jsonb cannot hold NUL: the recorded error shows U+FFFD instead."""
+    bad = io.BytesIO(b'[{"firstName": "A", "lastName": "B", "dateOfBirth": "1980-01-02", "externalId": "x\\u0000y"}]')
+
+    with pytest.raises(InvalidSnapshot) as raised:
+        reconcile_snapshot("patients", bad, source="cli")
+
+    assert raised.value.sync_id is not None
+    assert conn.run("SELECT status, error->'details'->0->>'externalId' FROM sync_runs") == [["rejected", "x\ufffdy"]]
+    assert conn.run("SELECT count(*) FROM patients") == [[0]]

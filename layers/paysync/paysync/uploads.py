@@ -146,7 +146,7 @@ def sync_object(
     entity = entity_of_key(key)
     if entity is None:
         named = key.split("/", 1)[0]
-        ignored = S3Object(bucket, _storable(key), _storable(version_id), _storable(etag), None, sequencer)
+        ignored = S3Object(bucket, key, version_id, etag, None, sequencer)
         summary = record_skipped_object(
             named if named in ENTITIES else None,  # type: ignore[arg-type]
             ignored,
@@ -172,8 +172,3 @@ def sync_object(
 
 
 _HEX = re.compile(r"[0-9A-Fa-f]{1,64}")
-
-
-def _storable(text: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL, which an S3 key (or a forged event) may carry.
-    return None if text is None else text.replace("\x00", "\ufffd")

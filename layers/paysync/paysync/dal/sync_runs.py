@@ -36,10 +36,10 @@ def insert_run(connection: Connection, summary: SyncSummary) -> int:
         status=summary.status,
         dry_run=summary.dry_run,
         forced=summary.forced,
-        s3_bucket=s3.bucket if s3 else None,
-        s3_key=s3.key if s3 else None,
-        s3_version_id=s3.version_id if s3 else None,
-        s3_etag=s3.etag if s3 else None,
+        s3_bucket=_storable(s3.bucket) if s3 else None,
+        s3_key=_storable(s3.key) if s3 else None,
+        s3_version_id=_storable(s3.version_id) if s3 else None,
+        s3_etag=_storable(s3.etag) if s3 else None,
         s3_sequencer=s3.sequencer if s3 else None,
         snapshot_at=summary.snapshot_at,
         snapshot_seq=s3.key_order if s3 else None,
@@ -51,10 +51,22 @@ def insert_run(connection: Connection, summary: SyncSummary) -> int:
         unchanged=summary.unchanged,
         orphaned=summary.orphaned,
         duration_ms=summary.duration_ms,
-        error=json.dumps(summary.error) if summary.error is not None else None,
+        error=json.dumps(_storable(summary.error)) if summary.error is not None else None,
         started=summary.started,
     )
     return rows[0][0]
+
+
+def _storable(value: Any) -> Any:
+    """`value` with every NUL character replaced by U+FFFD: PostgreSQL text and jsonb cannot hold
+    NUL, and an S3 key, a forged event or an offending record's externalId may carry one."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def skip_reason(connection: Connection, entity: Entity, s3: S3Object) -> str | None:
