@@ -22,6 +22,9 @@ HANDLER_BY_ROUTE = {
     ("get", "/payments"): "get_payments",
     ("post", "/payments"): "post_payments",
     ("post", "/uploads"): "create_upload",
+    ("post", "/forced/patients"): "post_forced",
+    ("post", "/forced/payments"): "post_forced",
+    ("post", "/forced/uploads"): "create_forced_upload",
     ("get", "/syncs"): "get_syncs",
     ("get", "/syncs/{id}"): "get_syncs",
 }

@@ -345,10 +345,10 @@ class TestDeletionGuard:
         assert (summary.deleted, summary.forced) == (100, True)
         assert totals(conn) == {}
 
-    def test_small_tables_are_not_guarded(self, conn):
+    def test_small_tables_are_not_guarded_by_the_ratio(self, conn):
         sync("patients", [patient(i) for i in range(99)])
 
-        assert sync("patients", []).deleted == 99
+        assert sync("patients", [patient(0)]).deleted == 98
 
     def test_thresholds_come_from_settings(self, conn, settings_env):
         settings_env(DELETE_GUARD_MIN_ROWS="4", DELETE_GUARD_RATIO="0.25")

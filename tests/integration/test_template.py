@@ -29,6 +29,9 @@ ROUTES = {
     ("POST", "/patients"),
     ("POST", "/payments"),
     ("POST", "/uploads"),
+    ("POST", "/forced/patients"),
+    ("POST", "/forced/payments"),
+    ("POST", "/forced/uploads"),
     ("GET", "/syncs"),
     ("GET", "/syncs/{id}"),
 }

@@ -28,6 +28,12 @@ class Settings(BaseModel):
     # rows of a table holding at least `guard_min_rows` live rows, unless forced.
     delete_guard_ratio: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
     delete_guard_min_rows: int = Field(default=100, ge=0)
+    # Rolling deletion guard: the applied syncs of this many hours together may delete at most
+    # `delete_guard_ratio` of the live rows the table held when the window began (0 turns it off).
+    delete_guard_window_hours: int = Field(default=24, ge=0, le=8760)
+    # Whether POST /patients and POST /payments honour ?force=true. With false, only the
+    # POST /forced/... routes can force, so IAM can grant forcing apart from syncing.
+    allow_force_parameter: bool = True
     # Largest body POST /patients and POST /payments accept inline (Lambda's 6 MB limit).
     max_inline_snapshot_bytes: int = Field(default=6_000_000, ge=1)
     # Memory PostgreSQL may use for the merge's hashes and sorts (SET LOCAL work_mem).

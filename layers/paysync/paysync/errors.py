@@ -116,3 +116,15 @@ class UnsupportedObject(SnapshotRejected):
     """An S3 object whose name does not say what it holds (.json / .json.gz)."""
 
     code = "unsupported_object"
+
+
+class ForceNotAllowed(PaysyncError):
+    """A plain route was asked to force a sync; forcing has its own routes (and IAM permission)."""
+
+    code = "force_not_allowed"
+
+
+class InvalidUploadMetadata(SnapshotRejected):
+    """An S3 snapshot carries paysync metadata paysync did not issue (forged or altered)."""
+
+    code = "invalid_upload_metadata"

@@ -50,6 +50,7 @@ class SyncSummary:
     restored: int = 0
     unchanged: int = 0
     orphaned: int = 0
+    live_before: int | None = None  # live rows of the table before the sync (the deletion guard's base)
     duration_ms: int = 0
     error: dict[str, Any] | None = None
     sync_id: int | None = None

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from pg8000.exceptions import DatabaseError, InterfaceError
 
+from paysync import guard
 from paysync.config import get_settings
 from paysync.dal import merge
 from paysync.dal.db import (
@@ -25,7 +26,6 @@ from paysync.dal.sync_runs import insert_run, newest_snapshot_at, skip_reason
 from paysync.errors import (
     MAX_LISTED_ERRORS,
     DatabaseUnavailable,
-    DeletionGuardTriggered,
     InvalidSnapshot,
     MalformedSnapshot,
     PaysyncError,
@@ -211,13 +211,9 @@ def _apply(connection: Connection, summary: SyncSummary, stream: Readable) -> No
 
     live_before = merge.count_live(connection, entity)
     changes = merge.diff_snapshot(connection, entity)
-    summary.deleted = changes.deleted
-    if not summary.forced and _guard_trips(changes.deleted, live_before):
-        raise DeletionGuardTriggered(
-            f"the snapshot would delete {changes.deleted} of {live_before} live {entity}"
-            f" (more than {settings.delete_guard_ratio:.0%}); nothing was applied."
-            " Check the upload, or repeat with force to apply it."
-        )
+    summary.deleted, summary.live_before = changes.deleted, live_before
+    if not summary.forced:
+        guard.check(connection, entity, summary.source, summary.received, changes.deleted, live_before)
     bulk = first_load and changes.inserted >= merge.BULK_LOAD_MIN_ROWS
     if entity == "patients":
         merge.apply_patients(connection, bulk)
@@ -254,11 +250,6 @@ def _refuse_stale(connection: Connection, entity: Entity, snapshot_at: datetime)
                 }
             ],
         )
-
-
-def _guard_trips(deleted: int, live_before: int) -> bool:
-    settings = get_settings()
-    return live_before >= settings.delete_guard_min_rows and deleted > live_before * settings.delete_guard_ratio
 
 
 def _record(

@@ -10,7 +10,10 @@ from typing import Any
 
 from paysync.config import get_settings
 from paysync.dal import storage
-from paysync.errors import InvalidRequest, SnapshotRejected
+from paysync.dal.db import close_quietly, connect, transaction
+from paysync.dal.sync_runs import insert_run
+from paysync.errors import ForceNotAllowed, InvalidRequest, InvalidUploadMetadata, SnapshotRejected
+from paysync.guard import FORCED_UPLOAD_ROUTE
 from paysync.models import S3Object, SyncSummary
 from paysync.observability import add_outcome_metric, add_sync_metrics, logger
 from paysync.reconcile import reconcile_snapshot, record_skipped_object
@@ -59,13 +62,15 @@ def key_order(key: str) -> str | None:
     return f"{millis:013d}-{match['suffix']}"
 
 
-def create_upload(request: Any) -> dict[str, Any]:
-    """POST /uploads: a presigned PUT URL for one snapshot of `entity`."""
+def create_upload(request: Any, forced: bool = False) -> dict[str, Any]:
+    """POST /uploads (and POST /forced/uploads, `forced`): a presigned PUT URL for one snapshot
+    of `entity`."""
+    request, metadata = _sync_options(request, forced)
     if not isinstance(request, dict):
         raise InvalidRequest('the body must be a JSON object like {"entity": "patients"}')
     unknown = sorted(set(request) - {"entity", "compressed"})
     if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; accepted: entity, compressed")
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; accepted: entity, compressed, dryRun")
     entity = request.get("entity")
     if entity not in ENTITIES:
         raise InvalidRequest(
@@ -80,16 +85,63 @@ def create_upload(request: Any) -> dict[str, Any]:
         raise RuntimeError("SNAPSHOT_BUCKET is not configured")
     key = snapshot_key(entity, compressed)
     expires = settings.upload_url_expires_seconds
-    url = storage.presign_put(settings.snapshot_bucket, key, expires)
-    logger.info("upload url issued", extra={"entity": entity, "key": key})
+    url = storage.presign_put(settings.snapshot_bucket, key, expires, metadata)
+    logger.info("upload url issued", extra={"entity": entity, "key": key, "forced": forced})
     return {
         "entity": entity,
         "bucket": settings.snapshot_bucket,
         "key": key,
         "method": "PUT",
         "uploadUrl": url,
+        "headers": {f"x-amz-meta-{name}": value for name, value in metadata.items()},
         "expiresIn": expires,
+        "forced": FORCE_METADATA in metadata,
+        "dryRun": DRY_RUN_METADATA in metadata,
     }
+
+
+# How an upload asks for a forced or dry-run sync: user metadata on the object, signed into
+# the presigned URL. paysync only ever writes the value "true".
+FORCE_METADATA = "paysync-force"
+DRY_RUN_METADATA = "paysync-dry-run"
+METADATA_PREFIX = "paysync-"
+
+
+def _sync_options(request: Any, forced: bool) -> tuple[Any, dict[str, str]]:
+    """Take the sync options (dryRun) out of an upload request: the object metadata they ask for."""
+    if not isinstance(request, dict):
+        return request, {}
+    request = dict(request)
+    if "force" in request and not forced:
+        raise ForceNotAllowed(
+            f"POST /uploads cannot force a sync; forcing is a separate permission: ask {FORCED_UPLOAD_ROUTE}"
+            " for the upload URL instead"
+        )
+    dry_run = request.pop("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidRequest("dryRun must be true or false", [{"field": "dryRun", "message": "must be a JSON boolean"}])
+    metadata = {}
+    if forced:
+        metadata[FORCE_METADATA] = "true"
+    if dry_run:
+        metadata[DRY_RUN_METADATA] = "true"
+    return request, metadata
+
+
+def object_sync_options(metadata: dict[str, str]) -> tuple[bool, bool]:
+    """(force, dry_run) asked by an S3 snapshot's metadata. Anything paysync did not issue
+    (another value than "true", an unknown paysync-* name) rejects the object."""
+    ours = {name: value for name, value in metadata.items() if name.startswith(METADATA_PREFIX)}
+    unknown = sorted(set(ours) - {FORCE_METADATA, DRY_RUN_METADATA})
+    bad = sorted(name for name in set(ours) - set(unknown) if ours[name] != "true")
+    if unknown or bad:
+        raise InvalidUploadMetadata(
+            "the object carries paysync metadata that no upload URL issued; nothing was applied."
+            " Upload the snapshot again through POST /uploads (or POST /forced/uploads)",
+            [{"metadata": f"x-amz-meta-{name}", "message": "unknown name"} for name in unknown]
+            + [{"metadata": f"x-amz-meta-{name}", "message": 'the only accepted value is "true"'} for name in bad],
+        )
+    return FORCE_METADATA in ours, DRY_RUN_METADATA in ours
 
 
 @dataclass(frozen=True)
@@ -157,10 +209,15 @@ def sync_object(
         logger.warning("object skipped: not a snapshot key", extra={"sync_id": summary.sync_id})
         add_outcome_metric("S3Objects", "skipped")
         return ObjectOutcome(key, "skipped", summary.sync_id, "not_a_snapshot_key")
-    body, identity = storage.open_object(bucket, key, version_id)
+    body, identity, metadata = storage.open_object(bucket, key, version_id)
     identity = replace(identity, sequencer=sequencer, key_order=key_order(key))
     try:
-        summary: SyncSummary = reconcile_snapshot(entity, body, source="s3", s3=identity)
+        force, dry_run = object_sync_options(metadata)
+        summary: SyncSummary = reconcile_snapshot(entity, body, source="s3", s3=identity, force=force, dry_run=dry_run)
+    except InvalidUploadMetadata as rejected:
+        rejected.sync_id = _record_rejection(entity, identity, rejected)
+        add_outcome_metric("S3Objects", "rejected")
+        return ObjectOutcome(key, "rejected", rejected.sync_id, rejected.code)
     except SnapshotRejected as rejected:
         add_outcome_metric("S3Objects", "rejected")
         return ObjectOutcome(key, "rejected", rejected.sync_id, rejected.code)
@@ -172,3 +229,27 @@ def sync_object(
 
 
 _HEX = re.compile(r"[0-9A-Fa-f]{1,64}")
+
+
+def _record_rejection(entity: Entity, identity: S3Object, rejected: SnapshotRejected) -> int:
+    """Record an S3 snapshot refused before its sync began (nothing was read or applied)."""
+    summary = SyncSummary(
+        entity=entity, source="s3", started=datetime.now(UTC), status="rejected", s3=identity, error=rejected.to_json()
+    )
+    connection = connect()
+    try:
+        with transaction(connection):
+            summary.sync_id = insert_run(connection, summary)
+    finally:
+        close_quietly(connection)
+    logger.info(
+        "sync finished",
+        extra={
+            "sync_id": summary.sync_id,
+            "entity": entity,
+            "source": "s3",
+            "status": "rejected",
+            "error_code": rejected.code,
+        },
+    )
+    return summary.sync_id

@@ -14,11 +14,12 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pg8000.exceptions import InterfaceError
 
-from paysync import params
+from paysync import guard, params
 from paysync.config import get_settings
 from paysync.errors import (
     DatabaseUnavailable,
     DeletionGuardTriggered,
+    ForceNotAllowed,
     InvalidRequest,
     InvalidSnapshot,
     MalformedSnapshot,
@@ -42,6 +43,7 @@ JSON = "application/json"
 STATUS_BY_ERROR: dict[type[PaysyncError], int] = {
     InvalidRequest: 400,
     MalformedSnapshot: 400,
+    ForceNotAllowed: 403,
     NotFound: 404,
     DeletionGuardTriggered: 409,
     StaleSnapshot: 409,
@@ -54,6 +56,7 @@ STATUS_BY_ERROR: dict[type[PaysyncError], int] = {
 }
 
 SYNC_PARAMS = ("dry_run", "force", "snapshot_at")
+FORCED_SYNC_PARAMS = ("dry_run", "snapshot_at")  # a forced route always forces
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -124,12 +127,16 @@ def _next_url(event: APIGatewayProxyEvent, cursor: str) -> str:
     return f"{scheme}://{host}{path}?{urlencode(query)}"
 
 
-def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity) -> Response:
-    """POST /patients, POST /payments: reconcile the body inline and answer with the summary."""
+def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity, forced_route: bool = False) -> Response:
+    """POST /patients, POST /payments (and their POST /forced/... twins, which always force):
+    reconcile the body inline and answer with the summary."""
     try:
         query = query_params(event)
-        params.reject_unknown(query, SYNC_PARAMS)
-        dry_run, force = params.boolean(query, "dry_run"), params.boolean(query, "force")
+        params.reject_unknown(query, FORCED_SYNC_PARAMS if forced_route else SYNC_PARAMS)
+        dry_run = params.boolean(query, "dry_run")
+        force = forced_route or params.boolean(query, "force")
+        if not forced_route:
+            guard.check_force_parameter(entity, force)
         raw_snapshot_at = query.get("snapshot_at")
         snapshot_at = None if raw_snapshot_at is None else parse_snapshot_time(raw_snapshot_at)
         body = snapshot_body(event)

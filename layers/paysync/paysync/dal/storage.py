@@ -19,8 +19,9 @@ def s3_client() -> Any:
     return boto3.client("s3", endpoint_url=get_settings().s3_endpoint_url, config=config)
 
 
-def open_object(bucket: str, key: str, version_id: str | None) -> tuple[BinaryIO, S3Object]:
-    """A streaming body of one object version, and what identifies that version.
+def open_object(bucket: str, key: str, version_id: str | None) -> tuple[BinaryIO, S3Object, dict[str, str]]:
+    """A streaming body of one object version, what identifies that version, and its user
+    metadata (x-amz-meta-* headers, names in lower case without the prefix).
 
     LastModified is kept in whole seconds (what GetObject reports), so every
     path compares the same value.
@@ -35,14 +36,18 @@ def open_object(bucket: str, key: str, version_id: str | None) -> tuple[BinaryIO
         etag=response["ETag"].strip('"'),
         last_modified=response["LastModified"].replace(microsecond=0),
     )
-    return response["Body"], identity
+    metadata = {name.lower(): value for name, value in (response.get("Metadata") or {}).items()}
+    return response["Body"], identity, metadata
 
 
-def presign_put(bucket: str, key: str, expires_seconds: int) -> str:
-    """A URL that lets its holder PUT one object at `key` until it expires."""
-    return s3_client().generate_presigned_url(
-        "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds, HttpMethod="PUT"
-    )
+def presign_put(bucket: str, key: str, expires_seconds: int, metadata: dict[str, str] | None = None) -> str:
+    """A URL that lets its holder PUT one object at `key` until it expires. `metadata` is signed
+    into the URL: the PUT must send each entry as an x-amz-meta-<name> header, and S3 refuses
+    a PUT that adds x-amz-meta-* headers the URL did not sign."""
+    params: dict[str, object] = {"Bucket": bucket, "Key": key}
+    if metadata:
+        params["Metadata"] = metadata
+    return s3_client().generate_presigned_url("put_object", Params=params, ExpiresIn=expires_seconds, HttpMethod="PUT")
 
 
 def upload_file(file: BinaryIO, bucket: str, key: str) -> None:

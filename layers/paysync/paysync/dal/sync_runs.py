@@ -24,11 +24,11 @@ def insert_run(connection: Connection, summary: SyncSummary) -> int:
         INSERT INTO sync_runs (
             entity, source, status, dry_run, forced, s3_bucket, s3_key, s3_version_id, s3_etag,
             s3_sequencer, snapshot_at, snapshot_seq, received, inserted, updated, deleted, restored,
-            unchanged, orphaned, duration_ms, error, started, finished)
+            unchanged, orphaned, live_before, duration_ms, error, started, finished)
         VALUES (
             :entity, :source, :status, :dry_run, :forced, :s3_bucket, :s3_key, :s3_version_id, :s3_etag,
             :s3_sequencer, coalesce(CAST(:snapshot_at AS timestamptz), now()), :snapshot_seq, :received,
-            :inserted, :updated, :deleted, :restored, :unchanged, :orphaned, :duration_ms,
+            :inserted, :updated, :deleted, :restored, :unchanged, :orphaned, :live_before, :duration_ms,
             CAST(:error AS jsonb), :started, clock_timestamp())
         RETURNING id""",
         entity=summary.entity,
@@ -50,6 +50,7 @@ def insert_run(connection: Connection, summary: SyncSummary) -> int:
         restored=summary.restored,
         unchanged=summary.unchanged,
         orphaned=summary.orphaned,
+        live_before=summary.live_before,
         duration_ms=summary.duration_ms,
         error=json.dumps(_storable(summary.error)) if summary.error is not None else None,
         started=summary.started,

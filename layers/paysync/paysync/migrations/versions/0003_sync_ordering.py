@@ -8,14 +8,14 @@
   skipped run too.
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0004
 Create Date: 2026-11-27
 """
 
 from alembic import op
 
 revision = "0003"
-down_revision = "0002"
+down_revision = "0004"  # chained after the deletion guard's revision, merged first
 branch_labels = None
 depends_on = None
 
