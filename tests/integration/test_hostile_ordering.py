@@ -299,9 +299,9 @@ HOSTILE_SNAPSHOT_AT = [
 
 
 @pytest.mark.parametrize("raw", HOSTILE_SNAPSHOT_AT)
-def test_hostile_snapshot_at_is_400_and_recorded(conn, invoke, raw):
+def test_hostile_snapshot_at_is_400(conn, invoke, raw):
     assert post(invoke, OLDER)["statusCode"] == 200
-    before = table_state(conn)
+    before, runs_before = table_state(conn), runs(conn)
     raw = _future() if raw == "future" else raw
 
     response = post(invoke, NEWER, snapshot_at=raw)
@@ -311,10 +311,10 @@ def test_hostile_snapshot_at_is_400_and_recorded(conn, invoke, raw):
     assert error["code"] == "invalid_request"
     assert "snapshot_at" in error["message"]
     assert table_state(conn) == before
-    assert runs(conn)[-1] == ["api", "rejected", "invalid_request"]
+    assert runs(conn) == runs_before  # refused before any sync started, like every bad parameter
 
 
-def test_snapshot_at_given_twice_is_400_and_recorded(conn, invoke):
+def test_snapshot_at_given_twice_is_400(conn, invoke):
     event = api_event("POST", "/patients", body=json.dumps(NEWER))
     event["multiValueQueryStringParameters"] = {"snapshot_at": ["2026-11-27T12:00:00Z", "2026-11-27T12:00:01Z"]}
     event["queryStringParameters"] = {"snapshot_at": "2026-11-27T12:00:01Z"}
@@ -323,7 +323,7 @@ def test_snapshot_at_given_twice_is_400_and_recorded(conn, invoke):
 
     assert response["statusCode"] == 400
     assert live(conn) == []
-    assert runs(conn) == [["api", "rejected", "invalid_request"]]
+    assert runs(conn) == []
 
 
 @pytest.mark.parametrize(
@@ -360,3 +360,22 @@ def test_cli_snapshot_at(conn, tmp_path, capsys):
     assert main([*cli, "2025-11-27T09:00:00Z", "--force", str(older)]) == EXIT_OK
     assert live(conn) == content_of(OLDER)
     assert runs(conn) == [["cli", "applied", None], ["cli", "rejected", "stale_snapshot"], ["cli", "applied", None]]
+
+
+def test_forced_route_applies_a_stale_snapshot_and_records_its_time(conn, invoke, settings_env):
+    settings_env(ALLOW_FORCE_PARAMETER="false")
+    now = datetime.now(UTC)
+    assert post(invoke, NEWER, snapshot_at=rfc3339(now - timedelta(minutes=1)))["statusCode"] == 200
+    old = rfc3339(now - timedelta(hours=1))
+    assert post(invoke, OLDER, snapshot_at=old, force="true")["statusCode"] == 403
+
+    response = invoke(
+        "post_forced", api_event("POST", "/forced/patients", body=json.dumps(OLDER), query={"snapshot_at": old})
+    )
+
+    assert response["statusCode"] == 200
+    assert live(conn) == content_of(OLDER)
+    [[status, forced, snapshot_at]] = conn.run(
+        "SELECT status, forced, snapshot_at FROM sync_runs ORDER BY id DESC LIMIT 1"
+    )
+    assert (status, forced, rfc3339(snapshot_at)) == ("applied", True, old)

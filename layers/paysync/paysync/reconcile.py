@@ -28,7 +28,6 @@ from paysync.errors import (
     DatabaseUnavailable,
     InvalidSnapshot,
     MalformedSnapshot,
-    PaysyncError,
     SnapshotRejected,
     StaleSnapshot,
 )
@@ -145,25 +144,6 @@ def record_skipped_object(entity: Entity | None, s3: S3Object, reason: str, mess
         close_quietly(connection)
     _log(summary)
     return summary
-
-
-def record_refused_request(entity: Entity, source: Source, error: PaysyncError) -> int | None:
-    """Record, best effort, a sync request refused before its snapshot was read (bad parameter,
-    content type or size) as a rejected run; returns its id, None when the database is unreachable."""
-    summary = SyncSummary(
-        entity=entity, source=source, started=datetime.now(UTC), status="rejected", error=error.to_json()
-    )
-    try:
-        connection = connect()
-    except DatabaseUnavailable:
-        logger.warning("refused sync not recorded: database unreachable", extra={"entity": entity})
-        return None
-    try:
-        summary.sync_id = _record(connection, summary, None)
-    finally:
-        close_quietly(connection)
-    _log(summary)
-    return summary.sync_id
 
 
 # pg8000 raises InterfaceError once the socket is gone; a backend

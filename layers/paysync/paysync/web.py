@@ -33,7 +33,7 @@ from paysync.errors import (
 from paysync.jsonio import to_json
 from paysync.observability import add_outcome_metric, add_sync_metrics, logger
 from paysync.reads import Page
-from paysync.reconcile import reconcile_snapshot, record_refused_request
+from paysync.reconcile import reconcile_snapshot
 from paysync.records import Entity
 from paysync.timestamps import parse_snapshot_time
 
@@ -130,20 +130,15 @@ def _next_url(event: APIGatewayProxyEvent, cursor: str) -> str:
 def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity, forced_route: bool = False) -> Response:
     """POST /patients, POST /payments (and their POST /forced/... twins, which always force):
     reconcile the body inline and answer with the summary."""
-    try:
-        query = query_params(event)
-        params.reject_unknown(query, FORCED_SYNC_PARAMS if forced_route else SYNC_PARAMS)
-        dry_run = params.boolean(query, "dry_run")
-        force = forced_route or params.boolean(query, "force")
-        if not forced_route:
-            guard.check_force_parameter(entity, force)
-        raw_snapshot_at = query.get("snapshot_at")
-        snapshot_at = None if raw_snapshot_at is None else parse_snapshot_time(raw_snapshot_at)
-        body = snapshot_body(event)
-    except PaysyncError as refused:
-        record_refused_request(entity, "api", refused)  # every sync attempt leaves a run
-        add_outcome_metric("ApiSyncs", "rejected")
-        raise
+    query = query_params(event)
+    params.reject_unknown(query, FORCED_SYNC_PARAMS if forced_route else SYNC_PARAMS)
+    dry_run = params.boolean(query, "dry_run")
+    force = forced_route or params.boolean(query, "force")
+    if not forced_route:
+        guard.check_force_parameter(entity, force)
+    raw_snapshot_at = query.get("snapshot_at")
+    snapshot_at = None if raw_snapshot_at is None else parse_snapshot_time(raw_snapshot_at)
+    body = snapshot_body(event)
     try:
         summary = reconcile_snapshot(
             entity, io.BytesIO(body), source="api", snapshot_at=snapshot_at, dry_run=dry_run, force=force
