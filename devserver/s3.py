@@ -72,16 +72,28 @@ def create_versioned_bucket(client: Any, bucket: str) -> None:
 
 
 def s3_event(
-    *, bucket: str, region: str, key: str, size: int, etag: str, version_id: str | None, event_name: str
+    *,
+    bucket: str,
+    region: str,
+    key: str,
+    size: int,
+    etag: str,
+    version_id: str | None,
+    event_name: str,
+    sequencer: str | None = None,
 ) -> dict[str, Any]:
-    """An S3 event notification (one record) as Lambda receives it."""
+    """An S3 event notification (one record) as Lambda receives it.
+
+    `sequencer` orders the events of one key (a later write has a greater one,
+    compared as hex after left-padding); by default a fresh one from the clock.
+    """
     now = datetime.now(UTC)
     obj: dict[str, Any] = {
         # S3 URL-encodes keys in events (a space becomes +); '/' stays as it is.
         "key": quote_plus(key, safe="/"),
         "size": size,
         "eTag": etag.strip('"'),
-        "sequencer": f"{time.time_ns():018X}",
+        "sequencer": sequencer or new_sequencer(),
     }
     if version_id and version_id != "null":
         obj["versionId"] = version_id
@@ -111,6 +123,18 @@ def s3_event(
     }
 
 
+_last_sequencer = 0
+_sequencer_lock = threading.Lock()
+
+
+def new_sequencer() -> str:
+    """A sequencer like S3's (18 upper-case hex digits), greater than every one issued before."""
+    global _last_sequencer
+    with _sequencer_lock:
+        _last_sequencer = max(time.time_ns(), _last_sequencer + 1)
+        return f"{_last_sequencer:018X}"
+
+
 class NotificationPoller:
     """Lists the bucket's object versions every POLL_SECONDS and delivers each new one.
 
@@ -129,6 +153,8 @@ class NotificationPoller:
         self._runtime = runtime
         self._done: set[tuple[str, str, str]] = set()  # (key, version, function)
         self._attempts: dict[tuple[str, str, str], int] = {}
+        # S3 gives each write one sequencer, shared by every delivery (and retry) of its events.
+        self._sequencers: dict[tuple[str, str], str] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="devserver-s3-events", daemon=True)
 
@@ -156,7 +182,12 @@ class NotificationPoller:
         versions = []
         for page in self._client.get_paginator("list_object_versions").paginate(Bucket=self._bucket):
             versions += page.get("Versions", [])
+        # Listed newest first per key; a stable sort on LastModified of the reversed list keeps
+        # the versions of one key in write order even within one second.
+        versions.reverse()
         versions.sort(key=lambda version: version["LastModified"])
+        for version in versions:
+            self._sequencers.setdefault((version["Key"], version.get("VersionId") or "null"), new_sequencer())
         for version in versions:
             if self._stopping.is_set():
                 return
@@ -179,6 +210,7 @@ class NotificationPoller:
                 etag=etag,
                 version_id=version_id,
                 event_name=event_name,
+                sequencer=self._sequencers[(key, version_id)],
             )
             started = time.perf_counter()
             try:

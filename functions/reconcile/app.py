@@ -20,6 +20,8 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict:
             record.s3.bucket.name,
             unquote_plus(record.s3.get_object.key),  # S3 event keys are URL-encoded
             record.s3.get_object.version_id,
+            sequencer=record.s3.get_object.get("sequencer"),  # orders the versions of one key
+            etag=record.s3.get_object.etag or None,
         )
         for record in event.records
     ]

@@ -6,6 +6,7 @@ import gzip
 import io
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pg8000.native
@@ -13,7 +14,7 @@ import pytest
 
 from paysync.dal import merge
 from paysync.dal.db import parse_database_url
-from paysync.errors import DeletionGuardTriggered, InvalidSnapshot, MalformedSnapshot
+from paysync.errors import DeletionGuardTriggered, InvalidSnapshot, MalformedSnapshot, StaleSnapshot
 from paysync.reconcile import reconcile_snapshot
 from tests.conftest import sample_bytes, snapshot, table_state
 
@@ -476,3 +477,54 @@ def test_syncs_of_different_entities_queue_up_too(conn, database_url):
 
     assert still_waiting
     assert results[0].inserted == 1
+
+
+class TestSnapshotTime:
+    """A client-stated snapshot time: older than the newest applied one is stale unless forced."""
+
+    def test_older_stated_snapshot_is_refused_and_recorded(self, conn):
+        taken = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+        sync("patients", [patient(1), patient(2)], snapshot_at=taken)
+        before = table_state(conn)
+
+        with pytest.raises(StaleSnapshot) as raised:
+            sync("patients", [patient(1)], snapshot_at=taken - timedelta(microseconds=1))
+
+        assert raised.value.code == "stale_snapshot"
+        assert table_state(conn) == before
+        assert conn.run("SELECT status, error->>'code', snapshot_at FROM sync_runs ORDER BY id") == [
+            ["applied", None, taken],
+            ["rejected", "stale_snapshot", taken - timedelta(microseconds=1)],
+        ]
+
+    def test_only_applied_real_syncs_set_the_bar(self, conn):
+        taken = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+        sync("patients", [patient(1)], snapshot_at=taken)
+        sync("patients", [patient(1, first="Dry")], snapshot_at=taken + timedelta(hours=2), dry_run=True)
+        with pytest.raises(InvalidSnapshot):
+            sync("patients", [{"externalId": "1"}], snapshot_at=taken + timedelta(hours=3))
+
+        summary = sync("patients", [patient(1, first="Later")], snapshot_at=taken + timedelta(hours=1))
+
+        assert (summary.status, summary.updated) == ("applied", 1)
+
+    def test_equal_time_is_not_older_and_force_applies_an_older_one(self, conn):
+        taken = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+        sync("patients", [patient(1)], snapshot_at=taken)
+
+        assert sync("patients", [patient(1, first="Same")], snapshot_at=taken).updated == 1
+        forced = sync("patients", [patient(1, first="Old")], snapshot_at=taken - timedelta(days=1), force=True)
+
+        assert (forced.status, forced.forced, forced.updated) == ("applied", True, 1)
+
+
+def test_rejection_naming_an_external_id_with_nul_is_recorded(conn):
+    """PostgreSQL jsonb cannot hold NUL: the recorded error shows U+FFFD instead."""
+    bad = io.BytesIO(b'[{"firstName": "A", "lastName": "B", "dateOfBirth": "1980-01-02", "externalId": "x\\u0000y"}]')
+
+    with pytest.raises(InvalidSnapshot) as raised:
+        reconcile_snapshot("patients", bad, source="cli")
+
+    assert raised.value.sync_id is not None
+    assert conn.run("SELECT status, error->'details'->0->>'externalId' FROM sync_runs") == [["rejected", "x\ufffdy"]]
+    assert conn.run("SELECT count(*) FROM patients") == [[0]]

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from devserver import s3 as devserver_s3
+from devserver.apigateway import proxy_event as api_event
+from devserver.template import Function, S3Notification
 from paysync.errors import DatabaseUnavailable
-from tests.conftest import TEST_BUCKET, sample_bytes, table_state
+from paysync.uploads import snapshot_key
+from tests.conftest import TEST_BUCKET, body_of, sample_bytes, table_state
 
 
 def s3_event(key: str, version_id: str | None) -> dict:
@@ -93,11 +98,52 @@ def test_invalid_snapshot_is_recorded_as_rejected_without_raising(conn, s3, invo
     assert conn.run("SELECT count(*) FROM payments") == [[0]]
 
 
-def test_non_snapshot_keys_are_ignored(conn, s3, invoke):
+def test_non_snapshot_keys_are_recorded_as_skipped(conn, s3, invoke):
     version = put(s3, "patients/readme.txt", b"hello")
 
-    assert outcome(invoke("reconcile", s3_event("patients/readme.txt", version))) == ("ignored", "not_a_snapshot_key")
-    assert conn.run("SELECT count(*) FROM sync_runs") == [[0]]
+    response = invoke("reconcile", s3_event("patients/readme.txt", version))
+
+    assert outcome(response) == ("skipped", "not_a_snapshot_key")
+    assert conn.run("SELECT entity, source, status, error->>'code', s3_key, s3_version_id FROM sync_runs") == [
+        ["patients", "s3", "skipped", "not_a_snapshot_key", "patients/readme.txt", version]
+    ]
+    assert response["objects"][0]["syncId"] == conn.run("SELECT id FROM sync_runs")[0][0]
+
+
+def test_a_key_naming_no_entity_is_recorded_without_one_and_shown_as_null(conn, s3, invoke):
+    response = invoke("reconcile", s3_event("Patients/x.json", "v1"))
+
+    [[sync_id, entity]] = conn.run("SELECT id, entity FROM sync_runs")
+    assert outcome(response) == ("skipped", "not_a_snapshot_key")
+    assert entity is None
+    shown = body_of(
+        invoke(
+            "get_syncs",
+            api_event("GET", f"/syncs/{sync_id}", resource="/syncs/{id}", path_parameters={"id": str(sync_id)}),
+        )
+    )
+    assert (shown["entity"], shown["status"], shown["error"]["code"]) == (None, "skipped", "not_a_snapshot_key")
+
+
+def test_skipped_key_with_the_database_down_raises_so_lambda_retries(conn, s3, invoke, settings_env):
+    settings_env(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+
+    with pytest.raises(DatabaseUnavailable):
+        invoke("reconcile", s3_event("payments/x.json.tmp", "v1"))
+
+
+def test_the_event_sequencer_and_the_issued_keys_order_are_recorded(conn, s3, invoke):
+    issued = datetime(2026, 11, 27, 12, 0, 0, 250_000, tzinfo=UTC)
+    key = snapshot_key("patients", now=issued)
+    version = put(s3, key, sample_bytes("patients"))
+    event = s3_event(key, version)
+    event["Records"][0]["s3"]["object"]["sequencer"] = "00a1b2"
+
+    assert outcome(invoke("reconcile", event)) == ("applied", None)
+
+    [[sequencer, seq]] = conn.run("SELECT s3_sequencer, snapshot_seq FROM sync_runs")
+    assert sequencer == "00A1B2"
+    assert seq == f"{int(issued.timestamp() * 1000)}-{key.rsplit('-', 1)[1].split('.')[0]}"
 
 
 def test_database_outage_raises_so_lambda_retries(conn, s3, invoke, settings_env):
@@ -106,3 +152,39 @@ def test_database_outage_raises_so_lambda_retries(conn, s3, invoke, settings_env
 
     with pytest.raises(DatabaseUnavailable):
         invoke("reconcile", s3_event("patients/a.json", version))
+
+
+def test_local_s3_events_carry_sequencers_in_write_order_and_keep_them_on_retry(s3):
+    class Recorder:
+        """A runtime that fails the first delivery of every object version, then records events."""
+
+        def __init__(self) -> None:
+            self.failed: set[tuple[str, str]] = set()
+            self.events: list[dict] = []
+
+        def invoke(self, name: str, event: dict) -> dict:
+            obj = event["Records"][0]["s3"]["object"]
+            self.events.append(obj)
+            if (obj["key"], obj["versionId"]) not in self.failed:
+                self.failed.add((obj["key"], obj["versionId"]))
+                raise RuntimeError("first attempt fails")
+            return {"objects": []}
+
+    function = Function(name="ReconcileFunction", module_path=Path("functions/reconcile/app.py"), handler_name="lh")
+    runtime = Recorder()
+    poller = devserver_s3.NotificationPoller(s3, TEST_BUCKET, "us-east-1", [S3Notification(function)], runtime)
+    first = put(s3, "patients/same.json", b"[]")
+    second = put(s3, "patients/same.json", b"[ ]")  # same key, most likely the same second
+
+    poller.poll()
+    poller.poll()
+
+    sequencers = {(e["versionId"], n): e["sequencer"] for n, e in enumerate(runtime.events)}
+    by_version: dict[str, set[str]] = {}
+    for (version, _), sequencer in sequencers.items():
+        by_version.setdefault(version, set()).add(sequencer)
+    assert all(len(values) == 1 for values in by_version.values())  # a retry keeps its sequencer
+    [older], [newer] = by_version[first], by_version[second]
+    assert int(older, 16) < int(newer, 16)
+    assert len(older) == len(newer) == 18
+    assert older == older.upper()

@@ -11,14 +11,16 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from paysync.config import get_settings
 from paysync.dal.db import ConnectionParams, close_quietly, connect, parse_database_url
-from paysync.errors import DatabaseUnavailable, SnapshotRejected
+from paysync.errors import DatabaseUnavailable, InvalidRequest, SnapshotRejected
 from paysync.observability import logger
 from paysync.records import ENTITIES
+from paysync.timestamps import parse_snapshot_time
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
 COUNT_FIELDS = ("received", "inserted", "updated", "deleted", "restored", "unchanged", "orphaned")
@@ -41,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("entity", choices=ENTITIES)
     load.add_argument("file", help="snapshot file (.json or .json.gz), or - for standard input")
     load.add_argument("--dry-run", action="store_true", help="report what would change, apply nothing")
-    load.add_argument("--force", action="store_true", help="apply even if the deletion guard trips")
+    load.add_argument(
+        "--force", action="store_true", help="apply even if the deletion guard trips or the snapshot is stale"
+    )
+    load.add_argument(
+        "--snapshot-at",
+        metavar="TIME",
+        help="when the snapshot was taken (RFC 3339 with offset, e.g. 2026-11-27T12:00:00Z);"
+        " an older one than the newest applied is refused unless --force",
+    )
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
     load.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -97,12 +107,20 @@ def _import(args: argparse.Namespace, params: ConnectionParams) -> int:
     from paysync.migrate import upgrade
     from paysync.reconcile import reconcile_snapshot
 
+    snapshot_at = _snapshot_at(args.snapshot_at)
     _upgrade(upgrade, params)  # a fresh database just works; a current one is left alone
     connection = connect(params)
     try:
         with _open_snapshot(args.file, progress=not (args.no_progress or args.json)) as stream:
             summary = reconcile_snapshot(
-                args.entity, stream, source="cli", dry_run=args.dry_run, force=args.force, connection=connection
+                args.entity,
+                stream,
+                source="cli",
+                snapshot_at=snapshot_at,
+                dry_run=args.dry_run,
+                force=args.force,
+                connection=connection,
+                params=params,
             )
     except SnapshotRejected as rejected:
         _print_rejection(rejected, as_json=args.json)
@@ -111,6 +129,15 @@ def _import(args: argparse.Namespace, params: ConnectionParams) -> int:
         close_quietly(connection)
     _print_summary(summary.to_json(), as_json=args.json)
     return EXIT_OK
+
+
+def _snapshot_at(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        return parse_snapshot_time(raw, "--snapshot-at")
+    except InvalidRequest as exc:
+        raise UsageError(exc.message) from None
 
 
 @contextlib.contextmanager

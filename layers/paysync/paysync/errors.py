@@ -106,6 +106,12 @@ class DeletionGuardTriggered(SnapshotRejected):
     code = "deletion_guard"
 
 
+class StaleSnapshot(SnapshotRejected):
+    """The client's snapshot is older than the newest applied one; retry with force to apply it."""
+
+    code = "stale_snapshot"
+
+
 class UnsupportedObject(SnapshotRejected):
     """An S3 object whose name does not say what it holds (.json / .json.gz)."""
 

@@ -14,26 +14,35 @@ Status = Literal["applied", "rejected", "skipped", "failed"]
 
 @dataclass(frozen=True)
 class S3Object:
-    """One version of an S3 object that carries a snapshot."""
+    """One version of an S3 object that carries a snapshot (or was named by an S3 event).
+
+    `last_modified` is whole seconds, as S3 reports it (None when the object was
+    not read); `sequencer` is the event's (orders versions of one key);
+    `key_order` is "<ms>-<suffix>" of a key issued by POST /uploads (orders
+    objects stored in the same second), else None.
+    """
 
     bucket: str
     key: str
     version_id: str | None
-    etag: str
-    last_modified: datetime
+    etag: str | None
+    last_modified: datetime | None
+    sequencer: str | None = None
+    key_order: str | None = None
 
 
 @dataclass
 class SyncSummary:
     """What one sync did (or, for a dry run, would do). Recorded in sync_runs."""
 
-    entity: Entity
+    entity: Entity | None  # None only for an S3 key that names no entity
     source: Source
     started: datetime
     status: Status = "applied"
     dry_run: bool = False
     forced: bool = False
     s3: S3Object | None = None
+    snapshot_at: datetime | None = None  # when the snapshot was taken; None: the sync's own time
     received: int = 0
     inserted: int = 0
     updated: int = 0

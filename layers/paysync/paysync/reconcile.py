@@ -9,28 +9,35 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from pg8000.exceptions import DatabaseError, InterfaceError
+
 from paysync import guard
 from paysync.config import get_settings
 from paysync.dal import merge
 from paysync.dal.db import (
     Connection,
+    ConnectionParams,
     close_quietly,
     connect,
-    rollback_quietly,
     transaction,
     wait_for_long_statements,
 )
-from paysync.dal.sync_runs import insert_run, skip_reason
+from paysync.dal.sync_runs import insert_run, newest_snapshot_at, skip_reason
 from paysync.errors import (
     MAX_LISTED_ERRORS,
+    DatabaseUnavailable,
     InvalidSnapshot,
     MalformedSnapshot,
     SnapshotRejected,
+    StaleSnapshot,
 )
 from paysync.models import S3Object, Source, SyncSummary
 from paysync.observability import logger
 from paysync.records import Entity
 from paysync.snapshot import Readable, SnapshotReader
+
+# Recording a run must not hang on a half-open connection.
+RECORD_TIMEOUT_SECONDS = 10
 
 
 def reconcile_snapshot(
@@ -39,21 +46,38 @@ def reconcile_snapshot(
     *,
     source: Source,
     s3: S3Object | None = None,
+    snapshot_at: datetime | None = None,
     dry_run: bool = False,
     force: bool = False,
     connection: Connection | None = None,
+    params: ConnectionParams | None = None,
 ) -> SyncSummary:
     """Make the replica of `entity` equal to the snapshot in `stream` (a JSON array, maybe gzip).
 
+    `snapshot_at` is when the client took the snapshot: one older than the
+    newest applied snapshot of `entity` is refused (StaleSnapshot) unless
+    forced. An S3 snapshot's time is its object's LastModified. `params` says
+    where to reconnect to record a failure when `connection` breaks (default:
+    the configured database).
+
     Returns the summary (status applied, or skipped for an S3 object already
-    applied or older than the last applied snapshot). Raises SnapshotRejected
-    (nothing applied, run recorded) or a transient error such as
-    DatabaseUnavailable (nothing applied).
+    applied or older than an applied snapshot). Raises SnapshotRejected
+    (nothing applied, run recorded), DatabaseUnavailable when the connection
+    is lost (nothing applied, run recorded when the database can be reached),
+    or the unexpected error itself (nothing applied, run recorded).
     """
-    summary = SyncSummary(entity=entity, source=source, started=datetime.now(UTC), dry_run=dry_run, forced=force, s3=s3)
+    summary = SyncSummary(
+        entity=entity,
+        source=source,
+        started=datetime.now(UTC),
+        dry_run=dry_run,
+        forced=force,
+        s3=s3,
+        snapshot_at=s3.last_modified if s3 is not None else snapshot_at,
+    )
     clock = time.perf_counter()
     own_connection = connection is None
-    connection = connection or connect()
+    connection = connection or connect(params)
     wait_for_long_statements(connection)
     try:
         try:
@@ -64,25 +88,77 @@ def reconcile_snapshot(
                     raise _Undo
                 summary.sync_id = insert_run(connection, summary)
         except _Undo:
-            summary.sync_id = _record(connection, summary)
+            summary.sync_id = _record(connection, summary, params)
+            if summary.sync_id is None:
+                raise DatabaseUnavailable("the database is unreachable; the sync was not recorded. Retry.") from None
         except SnapshotRejected as rejected:
             summary.status = "rejected"
             summary.error = rejected.to_json()
             summary.duration_ms = _elapsed_ms(clock)
-            rejected.sync_id = summary.sync_id = _record(connection, summary)
+            rejected.sync_id = summary.sync_id = _record(connection, summary, params)
             _log(summary, code=rejected.code)
             raise
         except Exception as exc:
+            lost = connection_lost(exc)
             summary.status = "failed"
-            summary.error = {"code": "internal_error", "message": type(exc).__name__, "details": []}
+            summary.error = {
+                "code": DatabaseUnavailable.code if lost else "internal_error",
+                "message": "the database connection was lost" if lost else type(exc).__name__,
+                "details": [],
+            }
             summary.duration_ms = _elapsed_ms(clock)
-            _record_failure(connection, summary)
+            # Best effort, and never in place of the error itself.
+            summary.sync_id = _record(connection, summary, params, reuse=not lost)
+            _log(summary)
+            if lost and not isinstance(exc, DatabaseUnavailable):
+                raise DatabaseUnavailable(
+                    "the database connection was lost during the sync; nothing was applied. Retry."
+                ) from exc
             raise
     finally:
         if own_connection:
             close_quietly(connection)
     _log(summary)
     return summary
+
+
+def record_skipped_object(entity: Entity | None, s3: S3Object, reason: str, message: str) -> SyncSummary:
+    """Record an S3 object that is not synced at all (e.g. its key names no snapshot)."""
+    summary = SyncSummary(
+        entity=entity,
+        source="s3",
+        started=datetime.now(UTC),
+        status="skipped",
+        s3=s3,
+        snapshot_at=s3.last_modified,
+        error={"code": reason, "message": message, "details": []},
+    )
+    connection = connect()
+    try:
+        wait_for_long_statements(connection, RECORD_TIMEOUT_SECONDS)
+        with transaction(connection):
+            summary.sync_id = insert_run(connection, summary)
+    except InterfaceError as exc:
+        raise DatabaseUnavailable("the database connection was lost; the object was not recorded") from exc
+    finally:
+        close_quietly(connection)
+    _log(summary)
+    return summary
+
+
+# pg8000 raises InterfaceError once the socket is gone; a backend
+# that is terminated mid-statement first sends one of these SQLSTATEs.
+_CONNECTION_LOST_STATES = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` means the database connection broke (transient: retry)."""
+    if isinstance(error, (InterfaceError, DatabaseUnavailable)):
+        return True
+    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
+        state = str(error.args[0].get("C", ""))
+        return state.startswith("08") or state in _CONNECTION_LOST_STATES
+    return False
 
 
 class _Undo(Exception):
@@ -99,6 +175,8 @@ def _apply(connection: Connection, summary: SyncSummary, stream: Readable) -> No
             summary.status = "skipped"
             summary.error = {"code": reason, "message": _SKIP_MESSAGES[reason], "details": []}
             return
+    elif summary.snapshot_at is not None and not summary.forced:
+        _refuse_stale(connection, entity, summary.snapshot_at)
 
     reader = SnapshotReader(entity, stream)
     merge.load_stage(connection, entity, reader.copy_chunks())
@@ -137,19 +215,55 @@ _SKIP_MESSAGES = {
 }
 
 
-def _record(connection: Connection, summary: SyncSummary) -> int:
-    with transaction(connection):
-        return insert_run(connection, summary)
+def _refuse_stale(connection: Connection, entity: Entity, snapshot_at: datetime) -> None:
+    newest = newest_snapshot_at(connection, entity)
+    # Equal times are not older; an S3 snapshot's second is at most its real time.
+    if newest is not None and snapshot_at < newest:
+        raise StaleSnapshot(
+            f"the snapshot (taken {snapshot_at.isoformat()}) is older than the newest applied {entity}"
+            f" snapshot ({newest.isoformat()}); nothing was applied. Repeat with force to apply it anyway.",
+            [
+                {
+                    "parameter": "snapshot_at",
+                    "message": "older than the newest applied snapshot",
+                    "newestSnapshotAt": newest.isoformat(),
+                }
+            ],
+        )
 
 
-def _record_failure(connection: Connection, summary: SyncSummary) -> None:
-    # Best effort: the database may be the thing that failed.
+def _record(
+    connection: Connection, summary: SyncSummary, params: ConnectionParams | None, reuse: bool = True
+) -> int | None:
+    """Record the run on the sync's connection, or on a fresh one when that one is broken.
+
+    Returns the run's id, or None (logged) when the database cannot be reached.
+    """
+    if reuse:
+        try:
+            wait_for_long_statements(connection, RECORD_TIMEOUT_SECONDS)
+            with transaction(connection):
+                return insert_run(connection, summary)
+        except Exception as exc:
+            if not connection_lost(exc):
+                logger.warning(
+                    "sync run not recorded", extra={"entity": summary.entity, "error_type": type(exc).__name__}
+                )
+                return None
     try:
-        rollback_quietly(connection)
-        summary.sync_id = _record(connection, summary)
-    except Exception:
-        logger.warning("sync failure not recorded", extra={"entity": summary.entity})
-    _log(summary)
+        fresh = connect(params)
+    except DatabaseUnavailable:
+        logger.warning("sync run not recorded: database unreachable", extra={"entity": summary.entity})
+        return None
+    try:
+        wait_for_long_statements(fresh, RECORD_TIMEOUT_SECONDS)
+        with transaction(fresh):
+            return insert_run(fresh, summary)
+    except Exception as exc:
+        logger.warning("sync run not recorded", extra={"entity": summary.entity, "error_type": type(exc).__name__})
+        return None
+    finally:
+        close_quietly(fresh)
 
 
 def _elapsed_ms(clock: float) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import re
+import secrets
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from paysync.config import get_settings
@@ -15,17 +16,50 @@ from paysync.errors import ForceNotAllowed, InvalidRequest, InvalidUploadMetadat
 from paysync.guard import FORCED_UPLOAD_ROUTE
 from paysync.models import S3Object, SyncSummary
 from paysync.observability import add_outcome_metric, add_sync_metrics, logger
-from paysync.reconcile import reconcile_snapshot
+from paysync.reconcile import reconcile_snapshot, record_skipped_object
 from paysync.records import ENTITIES, Entity
 
 SNAPSHOT_SUFFIXES = (".json", ".json.gz")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Keys issued by POST /uploads: <entity>/YYYY/MM/DD/HHMMSS.mmm-<32 hex>.json[.gz] (UTC).
+_ISSUED_KEY = re.compile(
+    r"(?:patients|payments)/(?P<date>[0-9]{4}/[0-9]{2}/[0-9]{2})/(?P<time>[0-9]{6})\.(?P<ms>[0-9]{3})"
+    r"-(?P<suffix>[0-9a-f]{32})\.json(?:\.gz)?"
+)
 
 
 def snapshot_key(entity: Entity, compressed: bool = False, now: datetime | None = None) -> str:
-    """A fresh, sortable object key under the entity's prefix (the prefix selects the entity)."""
-    now = now or datetime.now(UTC)
+    """A fresh object key under the entity's prefix (the prefix selects the entity).
+
+    It carries its issue time to the millisecond and a unique, time-ordered
+    suffix (a UUIDv7 whose sub-millisecond bits hold the microseconds), so two
+    snapshots stored in the same S3 second are ordered by when their keys were
+    issued (see `key_order`).
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     suffix = ".json.gz" if compressed else ".json"
-    return f"{entity}/{now:%Y/%m/%d/%H%M%S}-{uuid.uuid4().hex}{suffix}"
+    return f"{entity}/{now:%Y/%m/%d/%H%M%S}.{now.microsecond // 1000:03d}-{_uuid7(now)}{suffix}"
+
+
+def _uuid7(now: datetime) -> str:
+    micros = (now - _EPOCH) // timedelta(microseconds=1)
+    millis, sub_ms = divmod(micros, 1000)
+    value = (millis << 80) | (0x7 << 76) | ((sub_ms * 4096 // 1000) << 64) | (0b10 << 62) | secrets.randbits(62)
+    return f"{value:032x}"
+
+
+def key_order(key: str) -> str | None:
+    """For a key issued by POST /uploads, "<13-digit Unix milliseconds>-<suffix>": byte order is
+    issue order. None for any other key."""
+    match = _ISSUED_KEY.fullmatch(key)
+    if match is None:
+        return None
+    try:
+        issued = datetime.strptime(f"{match['date']} {match['time']}", "%Y/%m/%d %H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    millis = (issued - _EPOCH) // timedelta(milliseconds=1) + int(match["ms"])
+    return f"{millis:013d}-{match['suffix']}"
 
 
 # Fields of a POST /uploads body: `entity`, then optional flags (false when absent).
@@ -123,22 +157,59 @@ class ObjectOutcome:
 
 
 def entity_of_key(key: str) -> Entity | None:
-    """The entity a snapshot key's prefix names, when the key names a JSON snapshot."""
-    prefix = key.split("/", 1)[0]
-    if prefix in ENTITIES and key.endswith(SNAPSHOT_SUFFIXES):
-        return prefix  # type: ignore[return-value]
-    return None
+    """The entity a snapshot key's prefix names, when the key names a JSON snapshot.
+
+    A snapshot key is `patients/…` or `payments/…` (case-sensitive, like S3 keys
+    and the bucket's notification filters) ending in `.json` or `.json.gz`
+    (lower case) after a non-empty name. Keys with empty, `.` or `..` segments,
+    backslashes or control characters name no snapshot: they could be read as
+    another path.
+    """
+    segments = key.split("/")
+    prefix, name = segments[0], segments[-1]
+    if prefix not in ENTITIES or len(segments) < 2:
+        return None
+    if any(segment in ("", ".", "..") for segment in segments) or _UNSAFE_CHARACTERS.search(key):
+        return None
+    if not name.endswith(SNAPSHOT_SUFFIXES) or name in SNAPSHOT_SUFFIXES:
+        return None
+    return prefix  # type: ignore[return-value]
 
 
-def sync_object(bucket: str, key: str, version_id: str | None = None) -> ObjectOutcome:
-    """Apply one S3 snapshot. Rejections are recorded and returned (retrying cannot help);
-    transient failures raise so Lambda retries and finally hands the event to the DLQ."""
+_UNSAFE_CHARACTERS = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def sync_object(
+    bucket: str,
+    key: str,
+    version_id: str | None = None,
+    *,
+    sequencer: str | None = None,
+    etag: str | None = None,
+) -> ObjectOutcome:
+    """Apply one S3 snapshot named by an event (`sequencer` and `etag` are the event's).
+
+    Every object leaves a sync run: keys that name no snapshot are recorded as
+    skipped. Rejections are recorded and returned (retrying cannot help);
+    transient failures raise so Lambda retries and finally hands the event to the DLQ.
+    """
+    sequencer = sequencer.upper() if sequencer and _HEX.fullmatch(sequencer) else None
     entity = entity_of_key(key)
     if entity is None:
-        logger.warning("object ignored: not a snapshot key", extra={"key": key})
-        add_outcome_metric("S3Objects", "ignored")
-        return ObjectOutcome(key, "ignored", code="not_a_snapshot_key")
+        named = key.split("/", 1)[0]
+        ignored = S3Object(bucket, key, version_id, etag, None, sequencer)
+        summary = record_skipped_object(
+            named if named in ENTITIES else None,  # type: ignore[arg-type]
+            ignored,
+            "not_a_snapshot_key",
+            "the key names no snapshot: patients/… or payments/… ending in .json or .json.gz,"
+            " without empty, . or .. segments",
+        )
+        logger.warning("object skipped: not a snapshot key", extra={"sync_id": summary.sync_id})
+        add_outcome_metric("S3Objects", "skipped")
+        return ObjectOutcome(key, "skipped", summary.sync_id, "not_a_snapshot_key")
     body, identity, metadata = storage.open_object(bucket, key, version_id)
+    identity = replace(identity, sequencer=sequencer, key_order=key_order(key))
     try:
         force, dry_run = object_sync_options(metadata)
         summary: SyncSummary = reconcile_snapshot(entity, body, source="s3", s3=identity, force=force, dry_run=dry_run)
@@ -154,6 +225,9 @@ def sync_object(bucket: str, key: str, version_id: str | None = None) -> ObjectO
     add_sync_metrics(summary)
     add_outcome_metric("S3Objects", summary.status)
     return ObjectOutcome(key, summary.status, summary.sync_id, (summary.error or {}).get("code"))
+
+
+_HEX = re.compile(r"[0-9A-Fa-f]{1,64}")
 
 
 def _record_rejection(entity: Entity, identity: S3Object, rejected: SnapshotRejected) -> int:

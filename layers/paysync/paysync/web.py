@@ -28,6 +28,7 @@ from paysync.errors import (
     PayloadTooLarge,
     PaysyncError,
     SnapshotRejected,
+    StaleSnapshot,
     UnsupportedMediaType,
 )
 from paysync.jsonio import to_json
@@ -35,6 +36,7 @@ from paysync.observability import add_outcome_metric, add_sync_metrics, logger
 from paysync.reads import Page
 from paysync.reconcile import reconcile_snapshot
 from paysync.records import Entity
+from paysync.timestamps import parse_snapshot_time
 
 JSON = "application/json"
 
@@ -45,6 +47,7 @@ STATUS_BY_ERROR: dict[type[PaysyncError], int] = {
     ForceNotAllowed: 403,
     NotFound: 404,
     DeletionGuardTriggered: 409,
+    StaleSnapshot: 409,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidSnapshot: 422,
@@ -53,8 +56,8 @@ STATUS_BY_ERROR: dict[type[PaysyncError], int] = {
     PaysyncError: 500,
 }
 
-SYNC_PARAMS = ("dry_run", "force")
-FORCED_SYNC_PARAMS = ("dry_run",)  # a forced route always forces
+SYNC_PARAMS = ("dry_run", "force", "snapshot_at")
+FORCED_SYNC_PARAMS = ("dry_run", "snapshot_at")  # a forced route always forces
 # Largest body of a small JSON request (POST /uploads); snapshots have their own limit.
 MAX_REQUEST_BYTES = 4096
 # SQLSTATE classes: 22 = a value PostgreSQL cannot take (out of range, bad encoding);
@@ -158,9 +161,13 @@ def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity, forced_route: boo
     force = forced_route or params.boolean(query, "force")
     if not forced_route:
         guard.check_force_parameter(entity, force)
+    raw_snapshot_at = query.get("snapshot_at")
+    snapshot_at = None if raw_snapshot_at is None else parse_snapshot_time(raw_snapshot_at)
     body = snapshot_body(event)
     try:
-        summary = reconcile_snapshot(entity, io.BytesIO(body), source="api", dry_run=dry_run, force=force)
+        summary = reconcile_snapshot(
+            entity, io.BytesIO(body), source="api", snapshot_at=snapshot_at, dry_run=dry_run, force=force
+        )
     except SnapshotRejected:
         add_outcome_metric("ApiSyncs", "rejected")
         raise

@@ -21,7 +21,11 @@ def s3_client() -> Any:
 
 def open_object(bucket: str, key: str, version_id: str | None) -> tuple[BinaryIO, S3Object, dict[str, str]]:
     """A streaming body of one object version, what identifies that version, and its user
-    metadata (x-amz-meta-* headers, names in lower case without the prefix)."""
+    metadata (x-amz-meta-* headers, names in lower case without the prefix).
+
+    LastModified is kept in whole seconds (what GetObject reports), so every
+    path compares the same value.
+    """
     extra = {"VersionId": version_id} if version_id else {}
     response = s3_client().get_object(Bucket=bucket, Key=key, **extra)
     version = response.get("VersionId")
@@ -30,7 +34,7 @@ def open_object(bucket: str, key: str, version_id: str | None) -> tuple[BinaryIO
         key=key,
         version_id=None if version in (None, "null") else version,
         etag=response["ETag"].strip('"'),
-        last_modified=response["LastModified"],
+        last_modified=response["LastModified"].replace(microsecond=0),
     )
     metadata = {name.lower(): value for name, value in (response.get("Metadata") or {}).items()}
     return response["Body"], identity, metadata
