@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from devserver.lambdas import ACCOUNT, Runtime
+from devserver.lambdas import ACCOUNT, FunctionError, Runtime
 from devserver.template import HTTP_METHODS, Route, match_route
 
 log = logging.getLogger("devserver")
@@ -245,6 +245,8 @@ class ApiGateway:
             return response_from_result(self.runtime.invoke(route.function.name, event))
         except BadGateway as exc:
             log.error("%s: %s", route.function.name, exc)
+        except FunctionError:
+            pass  # the runtime logged the function's traceback
         except Exception:
             # An unhandled exception in the function: API Gateway answers 502.
             log.exception("%s raised", route.function.name)
