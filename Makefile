@@ -28,7 +28,7 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 
 ## run: the whole stack on 127.0.0.1:$(PORT) (embedded PostgreSQL unless DATABASE_URL is set)
 run: install
-	$(PY) -m devserver --port $(PORT)
+	@$(PY) -m devserver --port $(PORT)
 
 ## test: lint, the test suite (real PostgreSQL, moto S3) and `sam validate --lint`
 test: install $(SAM_VENV)/.installed

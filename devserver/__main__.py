@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.containers,
         help="the most concurrent invocations (containers) of each function (default %(default)s)",
     )
+    parser.add_argument(
+        "--s3-poll-seconds",
+        type=float,
+        default=defaults.s3_poll_seconds,
+        help="how often the bucket is checked for new objects besides after each write (default %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the traceback when the stack fails to start")
     return parser
 
@@ -59,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.containers < 1:
         parser.error("--containers must be at least 1")
+    if not args.s3_poll_seconds > 0:
+        parser.error("--s3-poll-seconds must be more than 0")
     _configure_logging()
     stopping = threading.Event()
 
@@ -76,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir=args.data_dir.resolve(),
         samples=not args.no_samples,
         containers=args.containers,
+        s3_poll_seconds=args.s3_poll_seconds,
     )
     stack = LocalStack(options)
     try:

@@ -163,7 +163,7 @@ class NotificationPoller:
     """Delivers each new object version of the bucket to the functions notified for it.
 
     The bucket is looked at after every write to the S3 server (`notify`) and every
-    POLL_SECONDS. Deliveries run on DELIVERY_WORKERS threads, so a long sync holds up nothing
+    `poll_seconds`. Deliveries run on DELIVERY_WORKERS threads, so a long sync holds up nothing
     else. S3 invokes Lambda asynchronously: a delivery whose function raises is retried on the
     next polls as often as the function's EventInvokeConfig allows, then dropped (in AWS: its
     on-failure destination).
@@ -176,7 +176,9 @@ class NotificationPoller:
         notifications: list[S3Notification],
         runtime: Runtime,
         list_versions: Callable[[str], list[ObjectVersion]] = bucket_versions,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
+        self._poll_seconds = poll_seconds
         self._bucket = bucket
         self._region = region
         self._notifications = notifications
@@ -210,7 +212,7 @@ class NotificationPoller:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(POLL_SECONDS)
+            self._wake.wait(self._poll_seconds)
             self._wake.clear()
             if self._stopping.is_set():
                 return

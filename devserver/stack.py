@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from devserver.apigateway import ApiGateway
 from devserver.database import EmbeddedPostgres, load_samples_if_empty, migrate
 from devserver.lambdas import ROOT, Runtime, ensure_layer_importable
-from devserver.s3 import LocalS3, NotificationPoller, create_versioned_bucket
+from devserver.s3 import POLL_SECONDS, LocalS3, NotificationPoller, create_versioned_bucket
 from devserver.template import S3Notification, Template, load_template
 
 log = logging.getLogger("devserver")
@@ -49,6 +49,7 @@ class Options:
     samples: bool = True
     template: Path = ROOT / "template.yaml"
     containers: int = 4  # the most containers (concurrent invocations) of one function
+    s3_poll_seconds: float = POLL_SECONDS
 
 
 class LocalStack:
@@ -105,7 +106,7 @@ class LocalStack:
         client = boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=REGION)
         create_versioned_bucket(client, BUCKET)
         client.close()
-        self.poller = NotificationPoller(BUCKET, REGION, notifications, runtime)
+        self.poller = NotificationPoller(BUCKET, REGION, notifications, runtime, poll_seconds=options.s3_poll_seconds)
         self.s3.on_write = self.poller.notify
         self.poller.start()
         self.api.start(runtime)
