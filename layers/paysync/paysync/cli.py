@@ -132,7 +132,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _server_message(exc: Exception) -> str:
+def _server_message(exc: BaseException) -> str:
     # pg8000 puts the server's error fields in a dict: M is the message.
     fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else None
     return str(fields.get("M", exc)) if fields else str(exc)
@@ -140,11 +140,27 @@ def _server_message(exc: Exception) -> str:
 
 def connect_checked(params: ConnectionParams) -> Connection:
     """connect(), with a refused login or a missing database as DatabaseUnavailable too."""
+    where = params.unix_sock or f"{params.host}:{params.port}"
     try:
         return connect(params)
     except DatabaseError as exc:
-        where = params.unix_sock or f"{params.host}:{params.port}"
-        raise DatabaseUnavailable(f"the database at {where} refused the connection: {_server_message(exc)}") from None
+        refusal: BaseException | None = exc
+    except DatabaseUnavailable as exc:
+        refusal = _refusal_in(exc)
+        if refusal is None:
+            raise
+    raise DatabaseUnavailable(f"the database at {where} refused the connection: {_server_message(refusal)}")
+
+
+def _refusal_in(exc: BaseException) -> DatabaseError | None:
+    # pg8000 may lose the server's refusal behind "network error" (the socket it closes after
+    # the refusal is already gone); the refusal is still in the exception chain.
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DatabaseError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _database(args: argparse.Namespace) -> ConnectionParams:
