@@ -245,33 +245,33 @@ def _open_file(name: str) -> BinaryIO:
 def _open_snapshot(name: str, progress: bool) -> Iterator[tuple[BinaryIO, Callable[[str], None] | None]]:
     """The snapshot stream, with a progress bar on stderr when asked, and the phase callback."""
     file = _open_input(name)
+    bar = _progress_bar(name) if progress else None
     try:
-        bar = _progress_bar(file, name) if progress else None
         if bar is None:
             yield file, None
             return
+        from tqdm.utils import CallbackIOWrapper
 
         def on_phase(phase: str) -> None:
-            bar.close()
+            bar.close()  # the file is read; the database works on
             print(f"{phase}…", file=sys.stderr, flush=True)
 
-        with bar:
-            yield bar, on_phase  # type: ignore[misc]
+        yield CallbackIOWrapper(bar.update, file, "read"), on_phase  # type: ignore[misc]
     finally:
+        if bar is not None:
+            bar.close()
         if file is not sys.stdin.buffer:
             file.close()
 
 
-def _progress_bar(file: BinaryIO, name: str) -> Any:
+def _progress_bar(name: str) -> Any:
     try:
         from tqdm import tqdm
     except ImportError:  # the CLI works without its progress bar
         return None
     total = Path(name).stat().st_size if name != "-" else None
     label = "stdin" if name == "-" else Path(name).name
-    return tqdm.wrapattr(
-        file, "read", total=total or None, desc=f"parsing {label}", unit="B", unit_scale=True, file=sys.stderr
-    )
+    return tqdm(total=total or None, desc=f"parsing {label}", unit="B", unit_scale=True, file=sys.stderr)
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
