@@ -461,3 +461,59 @@ def test_s3_event_encodes_the_key_like_s3() -> None:
     assert record["s3"]["object"]["key"] == "patients/a+b%2Bc.json"
     assert record["s3"]["object"]["eTag"] == "e"
     assert record["s3"]["bucket"]["arn"] == "arn:aws:s3:::b"
+
+
+class _FlakyRuntime:
+    """Fails the first invocation, then answers; records the events."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def invoke(self, name: str, event: dict[str, Any]) -> Any:
+        self.events.append(event)
+        if len(self.events) == 1:
+            raise RuntimeError("transient")
+        return {"objects": [{"status": "applied", "syncId": 1}]}
+
+
+def _wait_for(condition: Any, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_notifier_retries_a_failed_delivery_and_delivers_each_version_once() -> None:
+    from datetime import datetime
+
+    from devserver.s3 import NotificationPoller, ObjectVersion
+    from devserver.template import S3Notification
+
+    function = Function("Reconcile", Path("app.py"), "lambda_handler", async_retries=2)
+    versions = [
+        ObjectVersion("patients/a b.json", "v1", '"e1"', 3, datetime(2026, 1, 1)),
+        ObjectVersion("notes/readme.txt", "v1", '"e2"', 5, datetime(2026, 1, 2)),
+    ]
+    runtime = _FlakyRuntime()
+    notifier = NotificationPoller(
+        "bucket",
+        "us-east-1",
+        [S3Notification(function, rules=(("prefix", "patients/"),))],
+        runtime,  # type: ignore[arg-type]
+        list_versions=lambda bucket: versions,
+    )
+    try:
+        notifier.poll()  # the first attempt fails
+        _wait_for(lambda: len(runtime.events) == 1 and not notifier._running)
+        notifier.poll()  # retried
+        _wait_for(lambda: len(runtime.events) == 2 and not notifier._running)
+        notifier.poll()  # delivered: never again
+        time.sleep(0.2)
+    finally:
+        notifier.stop()
+
+    assert len(runtime.events) == 2
+    record = runtime.events[1]["Records"][0]
+    assert record["s3"]["object"]["key"] == "patients/a+b.json"
+    assert record["s3"]["object"]["versionId"] == "v1"
+    assert record["eventName"] == "ObjectCreated:Put"

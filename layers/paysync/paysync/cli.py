@@ -189,28 +189,36 @@ def _import(args: argparse.Namespace) -> int:
     from paysync.reconcile import reconcile_snapshot
 
     params = _database(args)
-    progress = not args.no_progress and sys.stderr is not None and sys.stderr.isatty()
-    with _open_snapshot(args.file, progress) as (stream, on_phase):  # checked before connecting
+    file = _open_input(args.file)  # checked before connecting: a bad path is exit 2, whatever the database
+    try:
         close_quietly(connect_checked(params))
         upgrade(params)  # a fresh database just works; a current one is left alone
         connection = connect_checked(params)
         try:
-            summary = reconcile_snapshot(
-                args.entity,
-                stream,
-                source="cli",
-                dry_run=args.dry_run,
-                force=args.force,
-                connection=connection,
-                on_phase=on_phase,
-            )
+            with _progress(file, args.file, _show_progress(args)) as (stream, on_phase):
+                summary = reconcile_snapshot(
+                    args.entity,
+                    stream,
+                    source="cli",
+                    dry_run=args.dry_run,
+                    force=args.force,
+                    connection=connection,
+                    on_phase=on_phase,
+                )
         except SnapshotRejected as rejected:
             _print_rejection(rejected, as_json=args.json)
             return EXIT_REJECTED
         finally:
             close_quietly(connection)
+    finally:
+        if args.file != "-":
+            file.close()
     _print_summary(summary.to_json(), as_json=args.json)
     return EXIT_OK
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr is not None and sys.stderr.isatty()
 
 
 def _open_input(name: str) -> BinaryIO:
@@ -242,26 +250,22 @@ def _open_file(name: str) -> BinaryIO:
 
 
 @contextlib.contextmanager
-def _open_snapshot(name: str, progress: bool) -> Iterator[tuple[BinaryIO, Callable[[str], None] | None]]:
-    """The snapshot stream, with a progress bar on stderr when asked, and the phase callback."""
-    file = _open_input(name)
-    bar = _progress_bar(name) if progress else None
+def _progress(file: BinaryIO, name: str, show: bool) -> Iterator[tuple[BinaryIO, Callable[[str], None] | None]]:
+    """`file` with a progress bar on stderr when `show`, and the phase callback that ends it."""
+    bar = _progress_bar(name) if show else None
+    if bar is None:
+        yield file, None
+        return
+    from tqdm.utils import CallbackIOWrapper
+
+    def on_phase(phase: str) -> None:
+        bar.close()  # the file is read; the database works on
+        print(f"{phase}…", file=sys.stderr, flush=True)
+
     try:
-        if bar is None:
-            yield file, None
-            return
-        from tqdm.utils import CallbackIOWrapper
-
-        def on_phase(phase: str) -> None:
-            bar.close()  # the file is read; the database works on
-            print(f"{phase}…", file=sys.stderr, flush=True)
-
         yield CallbackIOWrapper(bar.update, file, "read"), on_phase  # type: ignore[misc]
     finally:
-        if bar is not None:
-            bar.close()
-        if file is not sys.stdin.buffer:
-            file.close()
+        bar.close()
 
 
 def _progress_bar(name: str) -> Any:
