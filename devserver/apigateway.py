@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -194,11 +195,20 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+# A route the devserver serves itself, not a function: (method, target, headers, body) -> response.
+LocalHandler = Callable[[str, str, list[tuple[str, str]], bytes], tuple[int, list[tuple[str, str]], bytes]]
+
+
 class ApiGateway:
-    """The HTTP server. Binds in the constructor (OSError when the port is taken); serves after start()."""
+    """The HTTP server. Binds in the constructor (OSError when the port is taken); serves after start().
+
+    Each request runs on a thread of its own (ThreadingHTTPServer); the template's routes go
+    to the functions, and `add_local_route` adds pages the devserver serves itself.
+    """
 
     def __init__(self, host: str, port: int, routes: list[Route]) -> None:
         self.routes = routes
+        self.local_routes: dict[tuple[str, str], LocalHandler] = {}
         self.runtime: Runtime | None = None
         self.server = ThreadingHTTPServer((host, port), _RequestHandler)
         self.server.gateway = self  # type: ignore[attr-defined]
@@ -213,6 +223,10 @@ class ApiGateway:
         self._thread = threading.Thread(target=self.server.serve_forever, name="devserver-http", daemon=True)
         self._thread.start()
 
+    def add_local_route(self, method: str, path: str, handler: LocalHandler) -> None:
+        """Serve `method path` (exact path) with `handler`; it wins over the template's routes."""
+        self.local_routes[(method.upper(), path)] = handler
+
     def stop(self) -> None:
         if self._thread is not None:
             self.server.shutdown()
@@ -224,6 +238,9 @@ class ApiGateway:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """One request -> (status, headers, body)."""
         path = urlsplit(target).path or "/"
+        local = self.local_routes.get((method, path))
+        if local is not None:
+            return local(method, target, headers, body)
         route, path_parameters, allowed = match_route(self.routes, method, path)
         if not allowed:
             return 404, [], error_body("not_found", f"no route for {method} {unquote(path)}")

@@ -517,3 +517,21 @@ def test_notifier_retries_a_failed_delivery_and_delivers_each_version_once() -> 
     assert record["s3"]["object"]["key"] == "patients/a+b.json"
     assert record["s3"]["object"]["versionId"] == "v1"
     assert record["eventName"] == "ObjectCreated:Put"
+
+
+def test_local_routes_are_served_before_the_template_routes() -> None:
+    from devserver.apigateway import ApiGateway
+
+    function = Function("F", Path("app.py"), "lambda_handler")
+    gateway = ApiGateway("127.0.0.1", 0, [Route("GET", "/patients", function)])
+    try:
+        gateway.add_local_route("GET", "/docs", lambda *_: (200, [("Content-Type", "text/html")], b"<html>"))
+
+        assert gateway.handle("GET", "/docs?x=1", [], b"", ("127.0.0.1", 1)) == (
+            200,
+            [("Content-Type", "text/html")],
+            b"<html>",
+        )
+        assert gateway.handle("POST", "/docs", [], b"", ("127.0.0.1", 1))[0] == 404
+    finally:
+        gateway.stop()
