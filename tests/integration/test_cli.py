@@ -253,3 +253,13 @@ def test_upload_puts_the_file_under_the_entity_prefix(s3, capsys):
     assert obj["Key"].startswith("payments/")
     assert obj["Key"].endswith(".json")
     assert main(["upload", "payments", str(SAMPLES / "payments.json"), "--key", "patients/x.json"]) == EXIT_USAGE
+
+
+def test_upload_to_a_missing_bucket_is_a_configuration_error(s3, capsys):
+    code = main(["upload", "payments", str(SAMPLES / "payments.json"), "--bucket", "paysync-no-such-bucket"])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert err.count("\n") == 1
+    assert "does not exist" in err
+    assert "Contents" not in s3.list_objects_v2(Bucket=TEST_BUCKET)

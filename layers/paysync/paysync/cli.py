@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `paysync` console script; returns the exit code."""
-    _logs_to_stderr()
+    with _logs_to_stderr():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     as_json = False
     try:
         args = build_parser().parse_args(argv)
@@ -103,12 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_FAILURE, "internal_error", message, as_json)
 
 
-def _logs_to_stderr() -> None:
-    # stdout is for the summary; the sync's own logs (warnings only) go to stderr.
-    logger.setLevel("WARNING")
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    # stdout is for the summary; the sync's own logs (warnings only) go to stderr. Restored
+    # afterwards, for callers that run main() inside a longer-lived process.
     handler = logger.registered_handler
-    if hasattr(handler, "stream"):
+    level, stream = logger.log_level, getattr(handler, "stream", None)
+    logger.setLevel("WARNING")
+    if stream is not None:
         handler.stream = _Stderr()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if stream is not None:
+            handler.stream = stream
 
 
 class _Stderr:
