@@ -47,7 +47,7 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 
 ## run: the whole stack on 127.0.0.1:$(PORT), S3 on $(S3_PORT) (embedded PostgreSQL unless DATABASE_URL is set)
 run: install
-	$(PY) -m devserver --port $(PORT) --s3-port $(S3_PORT)
+	@$(PY) -m devserver --port $(PORT) --s3-port $(S3_PORT)
 
 ## test: lint, the test suite (real PostgreSQL, moto S3), `sam validate --lint` and checkov (.checkov.yaml)
 test: install $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed

@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devserver import docs
-from devserver.lambdas import ACCOUNT, Runtime
+from devserver.lambdas import ACCOUNT, FunctionError, Runtime
 from devserver.template import HTTP_METHODS, Route, match_route
 
 log = logging.getLogger("devserver")
@@ -195,11 +196,20 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+# A route the devserver serves itself, not a function: (method, target, headers, body) -> response.
+LocalHandler = Callable[[str, str, list[tuple[str, str]], bytes], tuple[int, list[tuple[str, str]], bytes]]
+
+
 class ApiGateway:
-    """The HTTP server. Binds in the constructor (OSError when the port is taken); serves after start()."""
+    """The HTTP server. Binds in the constructor (OSError when the port is taken); serves after start().
+
+    Each request runs on a thread of its own (ThreadingHTTPServer); the template's routes go
+    to the functions, and `add_local_route` adds pages the devserver serves itself.
+    """
 
     def __init__(self, host: str, port: int, routes: list[Route]) -> None:
         self.routes = routes
+        self.local_routes: dict[tuple[str, str], LocalHandler] = {}
         self.runtime: Runtime | None = None
         self.server = ThreadingHTTPServer((host, port), _RequestHandler)
         self.server.gateway = self  # type: ignore[attr-defined]
@@ -213,6 +223,10 @@ class ApiGateway:
         self.runtime = runtime
         self._thread = threading.Thread(target=self.server.serve_forever, name="devserver-http", daemon=True)
         self._thread.start()
+
+    def add_local_route(self, method: str, path: str, handler: LocalHandler) -> None:
+        """Serve `method path` (exact path) with `handler`; it wins over the template's routes."""
+        self.local_routes[(method.upper(), path)] = handler
 
     def stop(self) -> None:
         if self._thread is not None:
@@ -228,6 +242,9 @@ class ApiGateway:
         documentation = docs.serve(method, path)  # /docs, /openapi.yaml, /openapi.json
         if documentation is not None:
             return documentation
+        local = self.local_routes.get((method, path))
+        if local is not None:
+            return local(method, target, headers, body)
         route, path_parameters, allowed = match_route(self.routes, method, path)
         if not allowed:
             return 404, [], error_body("not_found", f"no route for {method} {unquote(path)}")
@@ -249,6 +266,8 @@ class ApiGateway:
             return response_from_result(self.runtime.invoke(route.function.name, event))
         except BadGateway as exc:
             log.error("%s: %s", route.function.name, exc)
+        except FunctionError:
+            pass  # the runtime logged the function's traceback
         except Exception:
             # An unhandled exception in the function: API Gateway answers 502.
             log.exception("%s raised", route.function.name)

@@ -1,11 +1,15 @@
-"""The template's functions, each imported once (like one warm Lambda container per function)
-and invoked one at a time under a single lock: paysync keeps per-container state (a cached
-read connection) that is not thread-safe, and Lambda never runs two events in one container."""
+"""The template's functions, run like Lambda runs them: each invocation goes to a "container", a
+child process (devserver.container) that imported the function's handler once and serves one
+event at a time. A function gets more containers, up to a limit, when events arrive while its
+containers are busy, so a long sync never holds up a read. Module-level state (paysync's cached
+read connection, Powertools' logger and resolver) stays per container, as in Lambda."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import multiprocessing
+import subprocess
 import sys
 import threading
 import time
@@ -58,34 +62,158 @@ class LambdaContext:
         return max(0, int((self.started + self.timeout_seconds - time.monotonic()) * 1000))
 
 
-class Runtime:
-    """Invokes the handlers of `functions`, serialized by one lock."""
+class FunctionError(Exception):
+    """The handler raised, failed to import, or its container died; the devserver log has the traceback."""
 
-    def __init__(self, functions: Iterable[Function], region: str) -> None:
+
+class Container:
+    """One child process holding one function's handler (a warm Lambda container)."""
+
+    def __init__(self, function: Function, region: str, number: int) -> None:
+        self.function = function
+        self.number = number
+        parent, child = multiprocessing.Pipe()
+        command = [
+            sys.executable,
+            "-m",
+            "devserver.container",
+            str(child.fileno()),
+            str(function.module_path),
+            f"devserver_fn_{function.name}",
+            function.handler_name,
+            region,
+        ]
+        # Its own session: Ctrl-C reaches the devserver, which stops the containers in order.
+        # A container whose devserver died sees its pipe close and exits.
+        self.process = subprocess.Popen(command, cwd=ROOT, pass_fds=[child.fileno()], start_new_session=True)
+        child.close()
+        self._pipe = parent
+        self._initialised = False
+        self.invoked_at = 0.0  # when the last event was sent (after any cold-start import)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        """Run one event; FunctionError when the handler raises or the container dies."""
+        function = self.function
+        try:
+            if not self._initialised:
+                self._initialised = True
+                self._check(self._pipe.recv())  # the import ("Init" phase) of a cold start
+            self.invoked_at = time.monotonic()
+            self._pipe.send(("invoke", event, function.name, function.memory, function.timeout))
+            return self._check(self._pipe.recv())
+        except (EOFError, OSError):
+            code = self.process.poll()
+            raise FunctionError(f"{function.name}: the container exited (code {code})") from None
+
+    def _check(self, reply: tuple[Any, ...]) -> Any:
+        if reply[0] == "error":
+            _, kind, message, trace = reply
+            log.error("%s raised %s\n%s", self.function.name, kind, trace.rstrip())
+            raise FunctionError(f"{self.function.name} raised {kind}: {message}")
+        return reply[1] if reply[0] == "ok" else None
+
+    def close(self, wait: float = 5) -> None:
+        """Close the pipe (the container exits), then wait for it; killed if it does not stop."""
+        self._pipe.close()
+        try:
+            self.process.wait(wait)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class FunctionPool:
+    """The containers of one function: idle ones are reused, new ones start up to `limit`."""
+
+    def __init__(self, function: Function, region: str, limit: int) -> None:
+        self.function = function
         self.region = region
-        self._lock = threading.Lock()
+        self.limit = limit
+        self._idle: list[Container] = []
+        self._all: set[Container] = set()
+        self._started = 0
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def acquire(self) -> Container:
+        """An idle container, a new one, or (all `limit` busy) the next one released."""
+        with self._changed:
+            while not self._idle and len(self._all) >= self.limit and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                raise FunctionError(f"{self.function.name}: the local stack is stopping")
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+            container = Container(self.function, self.region, self._started)
+            self._all.add(container)
+        log.info("%s: cold start of container %d", self.function.name, container.number)
+        return container
+
+    def release(self, container: Container, healthy: bool) -> None:
+        with self._changed:
+            keep = healthy and not self._closed
+            if keep:
+                self._idle.append(container)
+            else:
+                self._all.discard(container)
+            self._changed.notify()
+        if not keep:
+            container.close(wait=0)
+
+    def close(self) -> None:
+        """Stop idle containers; busy ones are terminated (their invocation fails)."""
+        with self._changed:
+            self._closed = True
+            idle, busy = self._idle, self._all.difference(self._idle)
+            self._all, self._idle = set(busy), []
+            self._changed.notify_all()
+        for container in busy:
+            container.process.terminate()
+        for container in idle:
+            container.close()
+
+
+class Runtime:
+    """Invokes the functions' handlers, each call in a container of its own (see the module doc)."""
+
+    def __init__(self, functions: Iterable[Function], region: str, containers_per_function: int = 4) -> None:
+        self.region = region
         self._functions = {function.name: function for function in functions}
-        self._handlers = {
-            name: load_handler(function.module_path, f"devserver_fn_{name}", function.handler_name)
-            for name, function in self._functions.items()
+        self._pools = {
+            name: FunctionPool(function, region, containers_per_function) for name, function in self._functions.items()
         }
 
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
-        """Run one event through function `name` and return what its handler returned (or raise)."""
+        """Run one event through function `name` and return what its handler returned.
+
+        Raises FunctionError when the handler raised (its traceback is logged here)."""
         function = self._functions[name]
-        with self._lock:
-            context = LambdaContext(function.name, function.memory, function.timeout, self.region)
-            try:
-                return self._handlers[name](event, context)
-            finally:
-                elapsed = time.monotonic() - context.started
-                if elapsed > function.timeout:
-                    log.warning(
-                        "%s ran %.1f s, longer than its Timeout of %d s: Lambda would have stopped it",
-                        name,
-                        elapsed,
-                        function.timeout,
-                    )
+        pool = self._pools[name]
+        container = pool.acquire()
+        healthy = False
+        try:
+            result = container.invoke(event)
+            healthy = True
+            return result
+        except FunctionError:
+            healthy = container.process.poll() is None
+            raise
+        finally:
+            pool.release(container, healthy)
+            elapsed = time.monotonic() - container.invoked_at  # like Lambda, without the cold start
+            if container.invoked_at and elapsed > function.timeout:
+                log.warning(
+                    "%s ran %.1f s, longer than its Timeout of %d s: Lambda would have stopped it",
+                    name,
+                    elapsed,
+                    function.timeout,
+                )
+
+    def stop(self) -> None:
+        """Stop every container; a busy one is terminated (a sync in it rolls back)."""
+        for pool in self._pools.values():
+            pool.close()
 
 
 def load_handler(

@@ -1,11 +1,15 @@
-"""S3 locally: a moto server holding the snapshot bucket, and a poller that plays S3 event
-notifications: every new object version reaches the notified function as an ObjectCreated event."""
+"""S3 locally: a moto server holding the snapshot bucket, and a notifier that plays S3 event
+notifications: every new object version reaches the notified function as an ObjectCreated event,
+delivered on worker threads of its own (S3 invokes Lambda asynchronously)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
@@ -15,7 +19,8 @@ from devserver.template import S3Notification
 
 log = logging.getLogger("devserver")
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = 1.0  # how often the bucket is looked at when no write woke the notifier
+DELIVERY_WORKERS = 4  # S3 events processed at the same time
 
 
 class LocalS3:
@@ -30,7 +35,8 @@ class LocalS3:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
-        app = _keep_put_bodies(DomainDispatcherApplication(create_backend_app))
+        self.on_write: Callable[[], None] | None = None  # called after each PUT/POST (a possible new object)
+        app = self._after_writes(_keep_put_bodies(DomainDispatcherApplication(create_backend_app)))
         self._server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
         self._thread: threading.Thread | None = None
 
@@ -48,6 +54,15 @@ class LocalS3:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+
+    def _after_writes(self, app: Any) -> Any:
+        def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+            response = app(environ, start_response)
+            if environ.get("REQUEST_METHOD") in ("PUT", "POST") and self.on_write is not None:
+                self.on_write()
+            return response
+
+        return middleware
 
 
 def _keep_put_bodies(app: Any) -> Any:
@@ -135,100 +150,166 @@ def new_sequencer() -> str:
         return f"{_last_sequencer:018X}"
 
 
-class NotificationPoller:
-    """Lists the bucket's object versions every POLL_SECONDS and delivers each new one.
+@dataclass(frozen=True)
+class ObjectVersion:
+    key: str
+    version_id: str
+    etag: str  # quoted, as S3 lists it
+    size: int
+    last_modified: datetime
 
-    S3 invokes Lambda asynchronously: a delivery whose function raises is retried on the next
-    polls as often as the function's EventInvokeConfig allows, then dropped (in AWS: its
+
+def bucket_versions(bucket: str) -> list[ObjectVersion]:
+    """Every object version in `bucket` of this process's moto server, read in place.
+
+    Not through ListObjectVersions: moto answers that call by deep-copying every version with
+    its content (a temporary file each above 5 MB), and a poller calling it every second grew by
+    megabytes and file descriptors per second.
+    """
+    from moto.s3.models import FakeKey, s3_backends
+
+    location = s3_backends.bucket_accounts.get(bucket)
+    if location is None:
+        return []
+    partition, account_id = location
+    keys = s3_backends[account_id][partition].buckets[bucket].keys
+    versions = []
+    for name in list(dict.keys(keys)):  # a copy: moto's request threads may add keys meanwhile
+        for version in list(keys.getlist(name) or []):
+            if isinstance(version, FakeKey):  # not a delete marker
+                versions.append(
+                    ObjectVersion(name, version.version_id, version.etag, version.size, version.last_modified)
+                )
+    return versions
+
+
+class NotificationPoller:
+    """Delivers each new object version of the bucket to the functions notified for it.
+
+    The bucket is looked at after every write to the S3 server (`notify`) and every
+    `poll_seconds`. Deliveries run on DELIVERY_WORKERS threads, so a long sync holds up nothing
+    else. S3 invokes Lambda asynchronously: a delivery whose function raises is retried on the
+    next polls as often as the function's EventInvokeConfig allows, then dropped (in AWS: its
     on-failure destination).
     """
 
     def __init__(
-        self, client: Any, bucket: str, region: str, notifications: list[S3Notification], runtime: Runtime
+        self,
+        bucket: str,
+        region: str,
+        notifications: list[S3Notification],
+        runtime: Runtime,
+        list_versions: Callable[[str], list[ObjectVersion]] = bucket_versions,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
-        self._client = client
+        self._poll_seconds = poll_seconds
         self._bucket = bucket
         self._region = region
         self._notifications = notifications
         self._runtime = runtime
+        self._list_versions = list_versions
+        self._lock = threading.Lock()
         self._done: set[tuple[str, str, str]] = set()  # (key, version, function)
+        self._running: set[tuple[str, str, str]] = set()
         self._attempts: dict[tuple[str, str, str], int] = {}
         # S3 gives each write one sequencer, shared by every delivery (and retry) of its events.
         self._sequencers: dict[tuple[str, str], str] = {}
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._workers = ThreadPoolExecutor(DELIVERY_WORKERS, thread_name_prefix="devserver-s3-event")
         self._thread = threading.Thread(target=self._run, name="devserver-s3-events", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def notify(self) -> None:
+        """Something was written to the S3 server: look at the bucket now."""
+        self._wake.set()
+
     def request_stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.request_stop()
         if self._thread.is_alive():
             self._thread.join()
+        self._workers.shutdown(wait=True, cancel_futures=True)
 
     def _run(self) -> None:
-        while not self._stopping.wait(POLL_SECONDS):
+        while not self._stopping.is_set():
+            self._wake.wait(self._poll_seconds)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
             try:
                 self.poll()
-            except Exception as exc:  # moto going away at shutdown, a transient hiccup: try again
-                if not self._stopping.is_set():
-                    log.warning("s3 poll failed: %s", type(exc).__name__)
+            except Exception as exc:  # a transient hiccup: try again on the next poll
+                log.warning("s3 poll failed: %s", type(exc).__name__)
 
     def poll(self) -> None:
-        """Deliver every object version not delivered yet, oldest first."""
-        versions = []
-        for page in self._client.get_paginator("list_object_versions").paginate(Bucket=self._bucket):
-            versions += page.get("Versions", [])
-        # Listed newest first per key; a stable sort on LastModified of the reversed list keeps
-        # the versions of one key in write order even within one second.
-        versions.reverse()
-        versions.sort(key=lambda version: version["LastModified"])
-        for version in versions:
-            self._sequencers.setdefault((version["Key"], version.get("VersionId") or "null"), new_sequencer())
+        """Start the delivery of every object version not delivered (or being delivered) yet, oldest first."""
+        # Sorted by write time (stable: the versions of one key are listed in write order).
+        versions = sorted(self._list_versions(self._bucket), key=lambda version: version.last_modified)
+        for version in versions:  # one sequencer per write, growing in write order
+            self._sequencers.setdefault((version.key, version.version_id or "null"), new_sequencer())
         for version in versions:
             if self._stopping.is_set():
                 return
-            self._deliver(version)
+            self._schedule(version)
 
-    def _deliver(self, version: dict[str, Any]) -> None:
-        key, version_id, etag = version["Key"], version.get("VersionId") or "null", version["ETag"]
+    def _schedule(self, version: ObjectVersion) -> None:
+        key, version_id, etag = version.key, version.version_id or "null", version.etag
         # A multipart upload (boto3's upload_file of a big file) has an ETag like "…-3".
         event_name = "ObjectCreated:CompleteMultipartUpload" if "-" in etag else "ObjectCreated:Put"
         functions = {n.function.name: n.function for n in self._notifications if n.wants(event_name, key)}
         for name, function in sorted(functions.items()):
             delivery = (key, version_id, name)
-            if delivery in self._done:
-                continue
+            with self._lock:
+                if delivery in self._done or delivery in self._running:
+                    continue
+                self._running.add(delivery)
             event = s3_event(
                 bucket=self._bucket,
                 region=self._region,
                 key=key,
-                size=version["Size"],
+                size=version.size,
                 etag=etag,
                 version_id=version_id,
                 event_name=event_name,
                 sequencer=self._sequencers[(key, version_id)],
             )
-            started = time.perf_counter()
-            try:
-                result = self._runtime.invoke(name, event)
-            except Exception:
+            self._workers.submit(self._deliver, delivery, function.async_retries, event, event_name)
+        with self._lock:
+            unmatched = not functions and (key, version_id, "") not in self._done
+            if unmatched:
+                self._done.add((key, version_id, ""))
+        if unmatched:
+            log.info("s3 %s %s: no notification matches this key; not delivered", event_name, key)
+
+    def _deliver(self, delivery: tuple[str, str, str], retries: int, event: dict[str, Any], event_name: str) -> None:
+        key, _, name = delivery
+        started = time.perf_counter()
+        try:
+            result = self._runtime.invoke(name, event)
+        except Exception:
+            with self._lock:
                 attempts = self._attempts[delivery] = self._attempts.get(delivery, 0) + 1
-                allowed = 1 + function.async_retries
-                log.exception("s3 %s %s -> %s raised (attempt %d of %d)", event_name, key, name, attempts, allowed)
-                if attempts >= allowed:
-                    log.error("s3 %s -> %s: giving up (AWS: to the on-failure destination)", key, name)
+                if attempts > retries or self._stopping.is_set():
                     self._done.add(delivery)
-                continue
-            self._done.add(delivery)
+            allowed = 1 + retries
+            log.error("s3 %s %s -> %s failed (attempt %d of %d)", event_name, key, name, attempts, allowed)
+            if attempts >= allowed:
+                log.error("s3 %s -> %s: giving up (AWS: to the on-failure destination)", key, name)
+            return
+        else:
+            with self._lock:
+                self._done.add(delivery)
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.info("s3 %s %s -> %s %s %.0f ms", event_name, key, name, _outcome(result), elapsed_ms)
-        if not functions and (key, version_id, "") not in self._done:
-            self._done.add((key, version_id, ""))
-            log.info("s3 %s %s: no notification matches this key; not delivered", event_name, key)
+        finally:
+            with self._lock:
+                self._running.discard(delivery)
 
 
 def _outcome(result: Any) -> str:

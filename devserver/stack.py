@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from devserver.apigateway import ApiGateway
 from devserver.database import EmbeddedPostgres, load_samples_if_empty, migrate
 from devserver.lambdas import ROOT, Runtime, ensure_layer_importable
-from devserver.s3 import LocalS3, NotificationPoller, create_versioned_bucket
+from devserver.s3 import POLL_SECONDS, LocalS3, NotificationPoller, create_versioned_bucket
 from devserver.template import S3Notification, Template, load_template
 
 log = logging.getLogger("devserver")
@@ -32,6 +32,14 @@ class PortInUse(Exception):
     pass
 
 
+class DatabaseUnavailable(Exception):
+    """The database named by DATABASE_URL is unreachable, refuses the login, or does not exist."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 @dataclass(frozen=True)
 class Options:
     host: str = "127.0.0.1"
@@ -40,6 +48,8 @@ class Options:
     data_dir: Path = ROOT / ".local" / "pgdata"
     samples: bool = True
     template: Path = ROOT / "template.yaml"
+    containers: int = 4  # the most containers (concurrent invocations) of one function
+    s3_poll_seconds: float = POLL_SECONDS
 
 
 class LocalStack:
@@ -50,6 +60,7 @@ class LocalStack:
         self.s3: LocalS3 | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.poller: NotificationPoller | None = None
+        self.runtime: Runtime | None = None
         self.s3_endpoint = ""
         self.database_url = ""
         self.database_embedded = False
@@ -87,13 +98,16 @@ class LocalStack:
         # The handlers are imported only now, with the environment in place (as in a Lambda container).
         notifications = template.notifications or self._fallback_notifications(template)
         used = {route.function.name for route in template.routes} | {n.function.name for n in notifications}
-        runtime = Runtime([template.functions[name] for name in sorted(used)], REGION)
+        functions = [template.functions[name] for name in sorted(used)]
+        runtime = self.runtime = Runtime(functions, REGION, options.containers)
 
         import boto3
 
         client = boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=REGION)
         create_versioned_bucket(client, BUCKET)
-        self.poller = NotificationPoller(client, BUCKET, REGION, notifications, runtime)
+        client.close()
+        self.poller = NotificationPoller(BUCKET, REGION, notifications, runtime, poll_seconds=options.s3_poll_seconds)
+        self.s3.on_write = self.poller.notify
         self.poller.start()
         self.api.start(runtime)
 
@@ -106,9 +120,23 @@ class LocalStack:
             self.database_embedded = True
             os.environ["DATABASE_URL"] = self.database_url
         self._clear_paysync_caches()
+        self._check_database()
         log.info("schema at revision %s", migrate(self.database_url))
         if self.options.samples:
             self.sample_lines = load_samples_if_empty(self.database_url, ROOT / "samples")
+
+    def _check_database(self) -> None:
+        # One clear line instead of the migration tool's long traceback.
+        from paysync import errors
+        from paysync.cli import connect_checked
+        from paysync.dal.db import close_quietly, parse_database_url
+
+        try:
+            close_quietly(connect_checked(parse_database_url(self.database_url)))
+        except ValueError as exc:
+            raise DatabaseUnavailable(f"invalid DATABASE_URL: {exc}") from None
+        except errors.DatabaseUnavailable as exc:
+            raise DatabaseUnavailable(exc.message) from None
 
     def _configure_environment(self) -> None:
         # Before any boto3 client or paysync setting exists: handlers read these once per process.
@@ -146,27 +174,18 @@ class LocalStack:
         if self.api is not None:
             self.api.stop()
             self.api = None
+        if self.runtime is not None:
+            self.runtime.stop()  # a sync still running is stopped; its transaction rolls back
+            self.runtime = None
         if self.poller is not None:
             self.poller.stop()
             self.poller = None
-        self._close_shared_connection()
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None
-
-    @staticmethod
-    def _close_shared_connection() -> None:
-        # The read handlers' cached connection, so PostgreSQL can stop without waiting for it.
-        try:
-            from paysync.dal import db
-        except ImportError:
-            return
-        if db._shared is not None:
-            db.close_quietly(db._shared)
-            db._shared = None
 
     def banner(self) -> str:
         assert self.api is not None

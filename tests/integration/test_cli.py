@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
 import shutil
+import struct
 import subprocess
 import sys
+import termios
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pg8000.native
 import pytest
 
-from paysync.cli import EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, main
-from paysync.dal.db import parse_database_url
+from paysync.cli import EXIT_FAILURE, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, connect_checked, main
+from paysync.dal.db import close_quietly, parse_database_url
 from tests.conftest import ROOT, SAMPLES, TEST_BUCKET, _with_database, table_state
 
 
@@ -93,14 +100,126 @@ def test_usage_errors(conn, capsys, monkeypatch):
     get_settings.cache_clear()
     assert main(["migrate"]) == EXIT_USAGE
     assert "DATABASE_URL" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as caught:
-        main(["import", "doctors", "x.json"])
-    assert caught.value.code == 2
+    assert main(["import", "doctors", "x.json"]) == EXIT_USAGE
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_unreachable_database_exits_3(capsys):
     assert main(["--database-url", "postgresql://nobody@127.0.0.1:1/none", "migrate"]) == EXIT_FAILURE
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_the_file_is_checked_before_the_database(capsys):
+    # An unreachable database would be exit 3: the missing file is found first.
+    code = main(["--database-url", "postgresql://nobody@127.0.0.1:1/none", "import", "patients", "/no/such.json"])
+
+    assert code == EXIT_USAGE
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def password_url(conn, database_url):
+    """A role that must log in with the password "right-pass" (a scram-sha-256 rule in pg_hba.conf)."""
+    hba = Path(conn.run("SHOW hba_file")[0][0])
+    if not os.access(hba, os.W_OK):
+        pytest.skip("this PostgreSQL's pg_hba.conf cannot be changed from here")
+    original = hba.read_text()
+    conn.run("DROP ROLE IF EXISTS paysync_cli_pw")
+    conn.run("CREATE ROLE paysync_cli_pw LOGIN PASSWORD 'right-pass'")
+    rules = "local all paysync_cli_pw scram-sha-256\nhost all paysync_cli_pw all scram-sha-256\n"
+    hba.write_text(rules + original)
+    conn.run("SELECT pg_reload_conf()")
+    parts = urlsplit(database_url)
+    netloc = "paysync_cli_pw:{password}@" + parts.netloc.rpartition("@")[2]
+    try:
+        yield urlunsplit(parts._replace(netloc=netloc))
+    finally:
+        hba.write_text(original)
+        conn.run("SELECT pg_reload_conf()")
+        conn.run("DROP ROLE IF EXISTS paysync_cli_pw")
+
+
+def test_wrong_password_exits_3_with_one_line(password_url, conn, capsys):
+    main(["import", "patients", str(SAMPLES / "patients.json")])
+    capsys.readouterr()
+    before = table_state(conn)
+    wrong = password_url.format(password="wrong-pass")
+
+    code = main(["--database-url", wrong, "import", "patients", str(SAMPLES / "patients.json")])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILURE
+    assert err.count("\n") == 1
+    assert "password authentication failed" in err
+    assert "wrong-pass" not in err
+    assert table_state(conn) == before
+    # The same role with its password gets in: the rule really asks for one.
+    close_quietly(connect_checked(parse_database_url(password_url.format(password="right-pass"))))
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "paysync.cli", *args]
+    return subprocess.run(command, env={**os.environ, **(env or {})}, timeout=120, **kwargs)
+
+
+def test_json_output_is_only_json_and_stderr_stays_quiet_off_a_terminal(conn):
+    done = _cli("import", "patients", str(SAMPLES / "patients.json"), "--json", capture_output=True, text=True)
+    failed = _cli(
+        "--database-url",
+        "postgresql://u@127.0.0.1:1/x",
+        "import",
+        "patients",
+        str(SAMPLES / "patients.json"),
+        "--json",
+        capture_output=True,
+        text=True,
+    )
+
+    assert done.returncode == EXIT_OK, done.stderr
+    assert json.loads(done.stdout)["inserted"] == 4
+    assert done.stderr == ""  # no progress bar when stderr is not a terminal
+    assert failed.returncode == EXIT_FAILURE
+    assert json.loads(failed.stdout)["error"]["code"] == "database_unavailable"
+    assert failed.stderr.count("\n") == 1
+    assert "Traceback" not in failed.stderr
+
+
+def test_progress_and_the_merge_phase_show_on_a_terminal(conn):
+    # stderr is a pseudo-terminal, as in an interactive shell
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    try:
+        run = _cli(
+            "import",
+            "patients",
+            str(SAMPLES / "patients.json"),
+            "--json",
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+
+    text = shown.decode(errors="replace")
+    assert run.returncode == EXIT_OK
+    assert "parsing patients.json" in text
+    assert "merging" in text
+    assert text.index("parsing") < text.index("merging")
+    assert json.loads(run.stdout)["inserted"] == 4  # stdout: still only the JSON
 
 
 def test_console_script_imports_into_a_fresh_database(database_url):
@@ -134,3 +253,13 @@ def test_upload_puts_the_file_under_the_entity_prefix(s3, capsys):
     assert obj["Key"].startswith("payments/")
     assert obj["Key"].endswith(".json")
     assert main(["upload", "payments", str(SAMPLES / "payments.json"), "--key", "patients/x.json"]) == EXIT_USAGE
+
+
+def test_upload_to_a_missing_bucket_is_a_configuration_error(s3, capsys):
+    code = main(["upload", "payments", str(SAMPLES / "payments.json"), "--bucket", "paysync-no-such-bucket"])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert err.count("\n") == 1
+    assert "does not exist" in err
+    assert "Contents" not in s3.list_objects_v2(Bucket=TEST_BUCKET)

@@ -3,8 +3,10 @@ HTTP (urllib) and real S3 calls (boto3 at its moto endpoint), against the test d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +20,13 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import pg8000.native
 import pytest
 
 from devserver.s3 import s3_event
 from devserver.template import Function, Route, load_template, match_route
+from paysync.dal.db import parse_database_url
+from paysync.dal.merge import LOCK_KEYS
 from tests.conftest import ROOT, sample_bytes
 
 pytestmark = pytest.mark.slow
@@ -231,6 +236,142 @@ def test_presigned_upload_url_takes_a_plain_put(devserver: Devserver, conn: Any)
     assert len(call("GET", f"{devserver.base}/payments").json()) == 6
 
 
+def _sync_waiting_for_lock(conn: Any) -> bool:
+    """Whether a backend waits for a sync's advisory lock (a sync is in progress, paused)."""
+    rows = conn.run(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND pid <> pg_backend_pid()"
+    )
+    return rows[0][0] > 0
+
+
+def test_reads_answer_while_an_s3_sync_runs(devserver: Devserver, conn: Any, database_url: str) -> None:
+    # Given an S3-triggered sync held mid-way: this test holds the lock every sync takes first
+    holder = pg8000.native.Connection(**parse_database_url(database_url).as_kwargs())
+    holder.run("BEGIN")
+    holder.run("SELECT pg_advisory_xact_lock(:key)", key=min(LOCK_KEYS.values()))
+    key = "patients/slow.json"
+    try:
+        s3_client(devserver).put_object(Bucket=BUCKET, Key=key, Body=sample_bytes("patients"))
+        deadline = time.monotonic() + 30
+        while not _sync_waiting_for_lock(conn):
+            assert time.monotonic() < deadline, f"the S3 sync never started:\n{devserver.output()}"
+            time.sleep(0.1)
+
+        # When the API is read meanwhile
+        patients = call("GET", f"{devserver.base}/patients")
+        syncs = call("GET", f"{devserver.base}/syncs")
+        payments = call("GET", f"{devserver.base}/payments")
+
+        # Then every read answered while the sync was still running
+        assert _sync_waiting_for_lock(conn)
+        assert (patients.status, syncs.status, payments.status) == (200, 200, 200)
+        assert patients.json() == []
+        assert syncs.json() == []
+    finally:
+        holder.run("ROLLBACK")
+        holder.close()
+    # And the sync completes once it may
+    run = wait_for_s3_sync(devserver, key, timeout=30)
+    assert (run["status"], run["inserted"]) == ("applied", 4), devserver.output()
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids, index = [pid], 0
+    while index < len(pids):
+        task_dir = Path(f"/proc/{pids[index]}/task")
+        for task in task_dir.iterdir() if task_dir.exists() else []:
+            with contextlib.suppress(OSError):
+                pids += [int(child) for child in (task / "children").read_text().split()]
+        index += 1
+    return pids
+
+
+def _usage(pid: int) -> tuple[int, int]:
+    """Resident memory (kB) and open file descriptors of a process and its children (the containers)."""
+    rss = fds = 0
+    for member in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{member}/status").read_text()
+            rss += int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+            fds += len(os.listdir(f"/proc/{member}/fd"))
+    return rss, fds
+
+
+def test_idle_stack_stays_flat_with_objects_in_the_bucket(database_url: str, conn: Any, tmp_path: Path) -> None:
+    # Given a stack that checks its bucket every 50 ms, holding objects moto keeps in temporary
+    # files (above 5 MB) and a snapshot it has applied
+    server = start_devserver(
+        tmp_path / "devserver.log",
+        "--no-samples",
+        "--s3-poll-seconds",
+        "0.05",
+        env=subprocess_env(DATABASE_URL=database_url),
+    )
+    try:
+        client = s3_client(server)
+        big = b"[" + b" " * (6 * 1024 * 1024) + b"]"
+        for number in range(3):
+            client.put_object(Bucket=BUCKET, Key=f"archive/{number}.json", Body=big)
+        client.put_object(Bucket=BUCKET, Key="patients/flat.json", Body=sample_bytes("patients"))
+        assert wait_for_s3_sync(server, "patients/flat.json", timeout=30)["status"] == "applied"
+        assert call("GET", f"{server.base}/patients").status == 200
+        time.sleep(5)
+        rss_before, fds_before = _usage(server.process.pid)
+
+        # When it idles for a minute (about 1,200 polls), answering a read now and then
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert call("GET", f"{server.base}/patients").status == 200
+            time.sleep(1)
+        rss_after, fds_after = _usage(server.process.pid)
+    finally:
+        assert stop_devserver(server) == 0, server.output()
+
+    # Then memory and file descriptors stay flat (a leak of one object per poll is 1,200 fds)
+    assert fds_after - fds_before <= 5, (fds_before, fds_after)
+    assert rss_after - rss_before < 30 * 1024, (rss_before, rss_after)
+
+
+def test_database_down_is_one_line_and_exit_3() -> None:
+    closed = free_port()
+    url = f"postgresql://postgres:secret@127.0.0.1:{closed}/paysync"
+    result = subprocess.run(
+        [sys.executable, "-m", "devserver", "--port", str(free_port()), "--s3-port", str(free_port())],
+        cwd=ROOT,
+        env=subprocess_env(DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 3
+    assert len(lines) == 1, lines
+    assert f"127.0.0.1:{closed}" in lines[0]
+    assert "unreachable" in lines[0]
+    assert "secret" not in lines[0]
+
+
+def test_make_run_with_the_database_down_prints_one_line() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/paysync"
+    result = subprocess.run(
+        [make, "--no-print-directory", "run", f"PORT={free_port()}"],
+        cwd=ROOT,
+        env=subprocess_env(DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # make adds its own "make: *** [run] Error 3" line
+    lines = [line for line in (result.stdout + result.stderr).strip().splitlines() if not line.startswith("make")]
+    assert result.returncode != 0
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("devserver: the database at")
+
+
 def test_embedded_postgres_with_samples_stops_cleanly(tmp_path: Path) -> None:
     # Given no DATABASE_URL: the devserver runs its own PostgreSQL and loads the samples
     data_dir = tmp_path / "pgdata"
@@ -280,6 +421,7 @@ def test_port_in_use_fails_fast(tmp_path: Path) -> None:
         )
     assert result.returncode == 2
     assert f"127.0.0.1:{port}" in result.stderr
+    assert len((result.stdout + result.stderr).strip().splitlines()) == 1, result.stderr
     assert time.monotonic() - started < 10
     assert not (tmp_path / "unused").exists()
 
@@ -319,3 +461,77 @@ def test_s3_event_encodes_the_key_like_s3() -> None:
     assert record["s3"]["object"]["key"] == "patients/a+b%2Bc.json"
     assert record["s3"]["object"]["eTag"] == "e"
     assert record["s3"]["bucket"]["arn"] == "arn:aws:s3:::b"
+
+
+class _FlakyRuntime:
+    """Fails the first invocation, then answers; records the events."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def invoke(self, name: str, event: dict[str, Any]) -> Any:
+        self.events.append(event)
+        if len(self.events) == 1:
+            raise RuntimeError("transient")
+        return {"objects": [{"status": "applied", "syncId": 1}]}
+
+
+def _wait_for(condition: Any, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_notifier_retries_a_failed_delivery_and_delivers_each_version_once() -> None:
+    from datetime import datetime
+
+    from devserver.s3 import NotificationPoller, ObjectVersion
+    from devserver.template import S3Notification
+
+    function = Function("Reconcile", Path("app.py"), "lambda_handler", async_retries=2)
+    versions = [
+        ObjectVersion("patients/a b.json", "v1", '"e1"', 3, datetime(2026, 1, 1)),
+        ObjectVersion("notes/readme.txt", "v1", '"e2"', 5, datetime(2026, 1, 2)),
+    ]
+    runtime = _FlakyRuntime()
+    notifier = NotificationPoller(
+        "bucket",
+        "us-east-1",
+        [S3Notification(function, rules=(("prefix", "patients/"),))],
+        runtime,  # type: ignore[arg-type]
+        list_versions=lambda bucket: versions,
+    )
+    try:
+        notifier.poll()  # the first attempt fails
+        _wait_for(lambda: len(runtime.events) == 1 and not notifier._running)
+        notifier.poll()  # retried
+        _wait_for(lambda: len(runtime.events) == 2 and not notifier._running)
+        notifier.poll()  # delivered: never again
+        time.sleep(0.2)
+    finally:
+        notifier.stop()
+
+    assert len(runtime.events) == 2
+    record = runtime.events[1]["Records"][0]
+    assert record["s3"]["object"]["key"] == "patients/a+b.json"
+    assert record["s3"]["object"]["versionId"] == "v1"
+    assert record["eventName"] == "ObjectCreated:Put"
+
+
+def test_local_routes_are_served_before_the_template_routes() -> None:
+    from devserver.apigateway import ApiGateway
+
+    function = Function("F", Path("app.py"), "lambda_handler")
+    gateway = ApiGateway("127.0.0.1", 0, [Route("GET", "/patients", function)])
+    try:
+        gateway.add_local_route("GET", "/docs", lambda *_: (200, [("Content-Type", "text/html")], b"<html>"))
+
+        assert gateway.handle("GET", "/docs?x=1", [], b"", ("127.0.0.1", 1)) == (
+            200,
+            [("Content-Type", "text/html")],
+            b"<html>",
+        )
+        assert gateway.handle("POST", "/docs", [], b"", ("127.0.0.1", 1))[0] == 404
+    finally:
+        gateway.stop()

@@ -1,7 +1,11 @@
 """`paysync`: import snapshot files into a database, upload them to the bucket, migrate.
 
-Exit codes: 0 applied (or previewed, or skipped), 1 snapshot rejected (nothing
-applied), 2 usage or configuration error, 3 database unreachable or other failure.
+Exit codes: 0 applied (or previewed, or skipped); 1 snapshot rejected (nothing
+applied, the run is recorded); 2 usage or configuration error (bad arguments, a
+missing or unreadable file, a bad DATABASE_URL, no AWS credentials, a missing
+bucket); 3 the database is unreachable or refuses the connection (wrong
+password, missing database), or another failure while talking to it or to S3.
+Errors are one line on stderr; with --json, stdout holds only one JSON document.
 """
 
 from __future__ import annotations
@@ -9,29 +13,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
+
+from pg8000.exceptions import DatabaseError, InterfaceError
 
 from paysync.config import get_settings
-from paysync.dal.db import ConnectionParams, close_quietly, connect, parse_database_url
+from paysync.dal.db import Connection, ConnectionParams, close_quietly, connect, parse_database_url
 from paysync.errors import DatabaseUnavailable, InvalidRequest, SnapshotRejected
 from paysync.observability import logger
 from paysync.records import ENTITIES
 from paysync.timestamps import parse_snapshot_time
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 COUNT_FIELDS = ("received", "inserted", "updated", "deleted", "restored", "unchanged", "orphaned")
+KEY_SUFFIXES = (".json", ".json.gz")
 
 
 class UsageError(Exception):
     """Bad command line or configuration (exit 2)."""
 
 
+class ServiceError(Exception):
+    """S3 (or another service) failed or refused (exit 3)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line instead of argparse's usage block (the subcommands inherit this class).
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paysync", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="paysync", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--database-url", help="postgresql://user:pass@host:port/db (default: $DATABASE_URL)", default=None
     )
@@ -52,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the snapshot was taken (RFC 3339 with offset, e.g. 2026-11-27T12:00:00Z);"
         " an older one than the newest applied is refused unless --force",
     )
-    load.add_argument("--json", action="store_true", help="print the summary as JSON")
-    load.add_argument("--no-progress", action="store_true", help="no progress bar")
+    load.add_argument("--json", action="store_true", help="print only JSON on stdout (summary, rejection or error)")
+    load.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
 
     upload = commands.add_parser("upload", help="put a snapshot file into the snapshot bucket (S3 sync)")
     upload.add_argument("entity", choices=ENTITIES)
@@ -64,69 +83,162 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `paysync` console script."""
-    args = build_parser().parse_args(argv)
-    logger.setLevel("WARNING")  # stdout is for the summary; sync logs are for Lambda
+    """Entry point of the `paysync` console script; returns the exit code."""
+    with _logs_to_stderr():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    as_json = False
     try:
+        args = build_parser().parse_args(argv)
+        as_json = bool(getattr(args, "json", False))
         if args.command == "migrate":
             return _migrate(_database(args))
         if args.command == "import":
-            return _import(args, _database(args))
+            return _import(args)
         return _upload(args)
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     except UsageError as exc:
-        print(f"paysync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(EXIT_USAGE, "usage_error", str(exc), as_json)
     except DatabaseUnavailable as exc:
-        print(f"paysync: {exc.message}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(EXIT_FAILURE, exc.code, exc.message, as_json)
+    except (DatabaseError, InterfaceError) as exc:
+        return _fail(EXIT_FAILURE, "database_error", f"database error: {_server_message(exc)}", as_json)
+    except ServiceError as exc:
+        return _fail(EXIT_FAILURE, "service_error", str(exc), as_json)
+    except KeyboardInterrupt:
+        return _fail(EXIT_INTERRUPTED, "interrupted", "interrupted; nothing was applied", as_json)
+    except Exception as exc:
+        if os.environ.get("PAYSYNC_DEBUG"):
+            raise
+        message = f"unexpected error: {type(exc).__name__}: {exc} (PAYSYNC_DEBUG=1 shows the traceback)"
+        return _fail(EXIT_FAILURE, "internal_error", message, as_json)
+
+
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    # stdout is for the summary; the sync's own logs (warnings only) go to stderr. Restored
+    # afterwards, for callers that run main() inside a longer-lived process.
+    handler = logger.registered_handler
+    level, stream = logger.log_level, getattr(handler, "stream", None)
+    logger.setLevel("WARNING")
+    if stream is not None:
+        handler.stream = _Stderr()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if stream is not None:
+            handler.stream = stream
+
+
+class _Stderr:
+    """Whatever sys.stderr is at the time of writing (tests replace it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _fail(code: int, error_code: str, message: str, as_json: bool) -> int:
+    print(f"paysync: {_one_line(message)}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"status": "error", "error": {"code": error_code, "message": _one_line(message)}}))
+    return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _server_message(exc: BaseException) -> str:
+    # pg8000 puts the server's error fields in a dict: M is the message.
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else None
+    return str(fields.get("M", exc)) if fields else str(exc)
+
+
+def connect_checked(params: ConnectionParams) -> Connection:
+    """connect(), with a refused login or a missing database as DatabaseUnavailable too."""
+    where = params.unix_sock or f"{params.host}:{params.port}"
+    try:
+        return connect(params)
+    except DatabaseError as exc:
+        refusal: BaseException | None = exc
+    except DatabaseUnavailable as exc:
+        refusal = _refusal_in(exc)
+        if refusal is None:
+            raise
+    raise DatabaseUnavailable(f"the database at {where} refused the connection: {_server_message(refusal)}")
+
+
+def _refusal_in(exc: BaseException) -> DatabaseError | None:
+    # pg8000 may lose the server's refusal behind "network error" (the socket it closes after
+    # the refusal is already gone); the refusal is still in the exception chain.
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DatabaseError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _database(args: argparse.Namespace) -> ConnectionParams:
-    url = args.database_url or get_settings().database_url
-    if not url:
+    if args.database_url is not None:
+        url, origin = args.database_url, "--database-url"
+    else:
+        url, origin = get_settings().database_url, "DATABASE_URL"
+    if not url or not url.strip():
         raise UsageError("no database: set DATABASE_URL or pass --database-url postgresql://user:pass@host:port/db")
     try:
-        return parse_database_url(url)
+        return parse_database_url(url.strip())
     except ValueError as exc:
-        raise UsageError(f"invalid database URL: {exc}") from None
+        raise UsageError(f"invalid {origin}: {exc}") from None
 
 
 def _migrate(params: ConnectionParams) -> int:
     from paysync.migrate import upgrade
 
-    print(f"schema at revision {_upgrade(upgrade, params)}")
+    close_quietly(connect_checked(params))  # a clear "unreachable" error before Alembic's long one
+    print(f"schema at revision {upgrade(params)}")
     return EXIT_OK
 
 
-def _upgrade(upgrade: Any, params: ConnectionParams) -> str:
-    close_quietly(connect(params))  # a clear "unreachable" error before Alembic's long one
-    return upgrade(params)
-
-
-def _import(args: argparse.Namespace, params: ConnectionParams) -> int:
+def _import(args: argparse.Namespace) -> int:
     from paysync.migrate import upgrade
     from paysync.reconcile import reconcile_snapshot
 
+    params = _database(args)
     snapshot_at = _snapshot_at(args.snapshot_at)
-    _upgrade(upgrade, params)  # a fresh database just works; a current one is left alone
-    connection = connect(params)
+    file = _open_input(args.file)  # checked before connecting: a bad path is exit 2, whatever the database
     try:
-        with _open_snapshot(args.file, progress=not (args.no_progress or args.json)) as stream:
-            summary = reconcile_snapshot(
-                args.entity,
-                stream,
-                source="cli",
-                snapshot_at=snapshot_at,
-                dry_run=args.dry_run,
-                force=args.force,
-                connection=connection,
-                params=params,
-            )
-    except SnapshotRejected as rejected:
-        _print_rejection(rejected, as_json=args.json)
-        return EXIT_REJECTED
+        close_quietly(connect_checked(params))
+        upgrade(params)  # a fresh database just works; a current one is left alone
+        connection = connect_checked(params)
+        try:
+            with _progress(file, args.file, _show_progress(args)) as (stream, on_phase):
+                summary = reconcile_snapshot(
+                    args.entity,
+                    stream,
+                    source="cli",
+                    snapshot_at=snapshot_at,
+                    dry_run=args.dry_run,
+                    force=args.force,
+                    connection=connection,
+                    params=params,
+                    on_phase=on_phase,
+                )
+        except SnapshotRejected as rejected:
+            _print_rejection(rejected, as_json=args.json)
+            return EXIT_REJECTED
+        finally:
+            close_quietly(connection)
     finally:
-        close_quietly(connection)
+        if args.file != "-":
+            file.close()
     _print_summary(summary.to_json(), as_json=args.json)
     return EXIT_OK
 
@@ -140,26 +252,65 @@ def _snapshot_at(raw: str | None) -> datetime | None:
         raise UsageError(exc.message) from None
 
 
-@contextlib.contextmanager
-def _open_snapshot(name: str, progress: bool) -> Iterator[BinaryIO]:
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr is not None and sys.stderr.isatty()
+
+
+def _open_input(name: str) -> BinaryIO:
+    """The snapshot file (or standard input for -), checked: UsageError when it cannot be read."""
     if name == "-":
-        yield sys.stdin.buffer
-        return
+        if sys.stdin is None:
+            raise UsageError("standard input is closed; name a snapshot file")
+        if sys.stdin.isatty():
+            raise UsageError("standard input is a terminal; pipe a snapshot into it, or name a file")
+        return sys.stdin.buffer
+    return _open_file(name)
+
+
+def _open_file(name: str) -> BinaryIO:
     path = Path(name)
-    if not path.is_file():
-        raise UsageError(f"no such file: {name}")
-    with path.open("rb") as file:
-        if not progress:
-            yield file
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:  # the CLI works without its progress bar
-            yield file
-            return
-        total = path.stat().st_size
-        with tqdm.wrapattr(file, "read", total=total, desc=path.name, unit="B", unit_scale=True, leave=False) as bar:
-            yield bar
+    shown = _one_line(repr(name))
+    if not name:
+        raise UsageError("the file name is empty")
+    if not path.exists():
+        raise UsageError(f"no such file: {shown}")
+    if path.is_dir():
+        raise UsageError(f"{shown} is a directory, not a snapshot file")
+    try:
+        return path.open("rb")
+    except PermissionError:
+        raise UsageError(f"cannot read {shown}: permission denied") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {shown}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def _progress(file: BinaryIO, name: str, show: bool) -> Iterator[tuple[BinaryIO, Callable[[str], None] | None]]:
+    """`file` with a progress bar on stderr when `show`, and the phase callback that ends it."""
+    bar = _progress_bar(name) if show else None
+    if bar is None:
+        yield file, None
+        return
+    from tqdm.utils import CallbackIOWrapper
+
+    def on_phase(phase: str) -> None:
+        bar.close()  # the file is read; the database works on
+        print(f"{phase}…", file=sys.stderr, flush=True)
+
+    try:
+        yield CallbackIOWrapper(bar.update, file, "read"), on_phase  # type: ignore[misc]
+    finally:
+        bar.close()
+
+
+def _progress_bar(name: str) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the CLI works without its progress bar
+        return None
+    total = Path(name).stat().st_size if name != "-" else None
+    label = "stdin" if name == "-" else Path(name).name
+    return tqdm(total=total or None, desc=f"parsing {label}", unit="B", unit_scale=True, file=sys.stderr)
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
@@ -175,10 +326,10 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def _print_rejection(rejected: SnapshotRejected, as_json: bool) -> None:
+    print(f"rejected: {rejected.message}", file=sys.stderr)
     if as_json:
         print(json.dumps({"status": "rejected", "error": rejected.to_json()}))
         return
-    print(f"rejected: {rejected.message}", file=sys.stderr)
     for detail in rejected.details[:20]:
         where = f"record {detail.get('index')}" if "index" in detail else ""
         ident = f" (externalId {detail['externalId']})" if detail.get("externalId") is not None else ""
@@ -189,22 +340,54 @@ def _print_rejection(rejected: SnapshotRejected, as_json: bool) -> None:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from paysync.dal import storage
     from paysync.uploads import snapshot_key
 
-    bucket = args.bucket or get_settings().snapshot_bucket
+    bucket = args.bucket if args.bucket is not None else get_settings().snapshot_bucket
     if not bucket:
         raise UsageError("no bucket: set SNAPSHOT_BUCKET or pass --bucket")
-    path = Path(args.file)
-    if not path.is_file():
-        raise UsageError(f"no such file: {args.file}")
-    key = args.key or snapshot_key(args.entity, compressed=path.name.endswith(".gz"))
+    if args.file == "-":
+        raise UsageError("upload needs a file (its size decides a multipart upload), not standard input")
+    key = args.key if args.key is not None else snapshot_key(args.entity, compressed=args.file.endswith(".gz"))
     if not key.startswith(f"{args.entity}/"):
         raise UsageError(f"the key must start with {args.entity}/ (the prefix selects the entity)")
-    with path.open("rb") as file:
-        storage.upload_file(file, bucket, key)
+    if not key.endswith(KEY_SUFFIXES):
+        raise UsageError("the key must end with .json or .json.gz (other objects are not synced)")
+    with _open_file(args.file) as file:
+        _put(file, bucket, key)
     print(f"uploaded s3://{bucket}/{key}; the reconcile function applies it (see GET /syncs)")
     return EXIT_OK
+
+
+def _put(file: BinaryIO, bucket: str, key: str) -> None:
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        NoCredentialsError,
+        ParamValidationError,
+        PartialCredentialsError,
+    )
+
+    from paysync.dal import storage
+
+    try:
+        try:
+            storage.s3_client().head_bucket(Bucket=bucket)  # a missing bucket is a clear error, not a retry loop
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                raise UsageError(f"bucket {bucket!r} does not exist (check --bucket or SNAPSHOT_BUCKET)") from None
+            raise
+        storage.upload_file(file, bucket, key)
+    except (NoCredentialsError, PartialCredentialsError):
+        raise UsageError(
+            "no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        ) from None
+    except ParamValidationError as exc:
+        raise UsageError(_one_line(str(exc))) from None
+    except (ClientError, S3UploadFailedError) as exc:
+        raise ServiceError(f"S3 refused the upload: {_one_line(str(exc))}") from None
+    except BotoCoreError as exc:
+        raise ServiceError(f"S3 is unreachable: {_one_line(str(exc))}") from None
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ The only sync code path: the POST handlers, the S3 handler and the CLI all call
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pg8000.exceptions import DatabaseError, InterfaceError
@@ -51,6 +52,7 @@ def reconcile_snapshot(
     force: bool = False,
     connection: Connection | None = None,
     params: ConnectionParams | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> SyncSummary:
     """Make the replica of `entity` equal to the snapshot in `stream` (a JSON array, maybe gzip).
 
@@ -65,6 +67,8 @@ def reconcile_snapshot(
     (nothing applied, run recorded), DatabaseUnavailable when the connection
     is lost (nothing applied, run recorded when the database can be reached),
     or the unexpected error itself (nothing applied, run recorded).
+    `on_phase("merging")` is called once the snapshot is parsed and valid,
+    before the merge (for progress displays).
     """
     summary = SyncSummary(
         entity=entity,
@@ -82,7 +86,7 @@ def reconcile_snapshot(
     try:
         try:
             with transaction(connection):
-                _apply(connection, summary, stream)
+                _apply(connection, summary, stream, on_phase)
                 summary.duration_ms = _elapsed_ms(clock)
                 if dry_run or summary.status == "skipped":
                     raise _Undo
@@ -165,7 +169,9 @@ class _Undo(Exception):
     """Roll the transaction back on purpose (dry run, skipped snapshot)."""
 
 
-def _apply(connection: Connection, summary: SyncSummary, stream: Readable) -> None:
+def _apply(
+    connection: Connection, summary: SyncSummary, stream: Readable, on_phase: Callable[[str], None] | None
+) -> None:
     settings = get_settings()
     entity = summary.entity
     first_load = merge.begin_sync(connection, entity, settings.merge_work_mem)
@@ -188,6 +194,8 @@ def _apply(connection: Connection, summary: SyncSummary, stream: Readable) -> No
     duplicates, duplicate_count = merge.duplicate_errors(connection, entity, MAX_LISTED_ERRORS)
     if reader.invalid_count or duplicate_count:
         raise InvalidSnapshot(reader.errors + duplicates, reader.invalid_count + duplicate_count)
+    if on_phase is not None:
+        on_phase("merging")
 
     live_before = merge.count_live(connection, entity)
     changes = merge.diff_snapshot(connection, entity)
