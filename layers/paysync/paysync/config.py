@@ -30,6 +30,11 @@ class Settings(BaseModel):
     delete_guard_min_rows: int = Field(default=100, ge=0)
     # Largest body POST /patients and POST /payments accept inline (Lambda's 6 MB limit).
     max_inline_snapshot_bytes: int = Field(default=6_000_000, ge=1)
+    # Bounds on any snapshot (inline, S3, CLI): its uncompressed size, its record count, and
+    # how much a gzip snapshot may expand. 10M payments with UUID ids are about 1.2 GB of JSON.
+    max_snapshot_bytes: int = Field(default=5_000_000_000, ge=1)
+    max_snapshot_records: int = Field(default=50_000_000, ge=1)
+    max_compression_ratio: int = Field(default=50, ge=1)
     # Memory PostgreSQL may use for the merge's hashes and sorts (SET LOCAL work_mem).
     merge_work_mem: str = "256MB"
 
