@@ -125,7 +125,7 @@ def _amount(record: dict[str, Any], field: str) -> str:
         raise _Invalid(field, "must be a number")
     if not value.is_finite():
         raise _Invalid(field, "must be a finite number")
-    if abs(value) > MAX_AMOUNT:
+    if value.copy_abs() > MAX_AMOUNT:  # copy_abs is exact: abs() could overflow on 1e999999999
         raise _Invalid(field, f"must be between -{MAX_AMOUNT} and {MAX_AMOUNT}")
     try:
         cents = value.quantize(CENT)

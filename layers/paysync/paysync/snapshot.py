@@ -294,7 +294,13 @@ class _Scanner:
             outside = _STRING.sub(b" ", (b'"' if started_in_string else b"") + plain)
             if self._long_digits in outside.translate(_DIGITS):
                 self._refuse_number()
-        self._digit_tail = 0 if self._in_string else len(digits) - len(digits.rstrip(b"0"))
+        trailing = len(digits) - len(digits.rstrip(b"0"))
+        if self._in_string:
+            self._digit_tail = 0
+        elif trailing == len(digits):  # the whole read is one run of digits: it goes on
+            self._digit_tail += trailing
+        else:
+            self._digit_tail = trailing
 
     def _refuse_number(self) -> None:
         raise MalformedInput(f"the snapshot holds a number with more than {self._limits.max_number_digits} digits")
