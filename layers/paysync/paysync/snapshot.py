@@ -26,7 +26,7 @@ from typing import Protocol
 import ijson
 
 from paysync.config import get_settings
-from paysync.errors import MAX_LISTED_ERRORS, RecordError, SnapshotRejected, SnapshotTooLarge
+from paysync.errors import MAX_LISTED_ERRORS, RecordError, SnapshotRejected, SnapshotTooLarge, shown
 from paysync.records import INVALID_TEXT, Entity, RecordDict, copy_row, invalid_text_error
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -342,7 +342,8 @@ def _describe(exc: Exception) -> str:
     text = exc.args[0] if exc.args else str(exc)
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return "invalid JSON: " + str(text).splitlines()[0].strip()
+    first_line = (str(text).splitlines() or [""])[0]
+    return "invalid JSON: " + (shown(first_line.strip()) or "")
 
 
 class SnapshotReader:
