@@ -280,6 +280,48 @@ def test_post_refuses_and_records(replica, invoke, entity, data, status, code, f
     assert_listed(error, first)
 
 
+@pytest.mark.parametrize(
+    ("text", "status", "code", "field", "words"),
+    [
+        pytest.param(
+            '[{"amount":1,"patientId":"5","externalId":"a\ud800"}]',
+            422,
+            "invalid_records",
+            "externalId",
+            "valid UTF-8",
+            id="lone-high",
+        ),
+        pytest.param(
+            '[{"amount":1,"patientId":"\udfff","externalId":"a"}]',
+            422,
+            "invalid_records",
+            "patientId",
+            "valid UTF-8",
+            id="lone-low",
+        ),
+        pytest.param(
+            '[{"amount":1,"patientId":"5","externalId":"a\x00"}]', 400, "malformed_snapshot", None, None, id="raw-nul"
+        ),
+        pytest.param(
+            '[{"amount":1,"patientId":"5\x07","externalId":"a"}]', 400, "malformed_snapshot", None, None, id="raw-bell"
+        ),
+    ],
+)
+def test_text_bodies_with_hostile_code_points(replica, invoke, text, status, code, field, words):
+    # A proxy event's body is text: it can carry code points no UTF-8 file could.
+    before = table_state(replica)
+
+    response = invoke("post_payments", api_event("POST", "/payments", body=text))
+
+    error = body_of(response)["error"]
+    assert (response["statusCode"], error["code"]) == (status, code)
+    if field is not None:
+        assert error["details"][0]["field"] == field
+        assert words in error["details"][0]["message"]
+    assert table_state(replica) == before
+    assert_rejected_run(replica, error["syncId"], "api", code)
+
+
 S3_CASES = ["long-int-ignored", "20k-brackets", "gzip-bomb-spaces", "nul-external-id", "utf8-encoded-surrogate"]
 
 
