@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from paysync.errors import RecordError
-from paysync.records import RecordDict, copy_row, invalid_text_error
+from paysync.records import copy_row, duplicate_key_error, invalid_text_error
 
 PATIENT = {"firstName": "Rick", "lastName": "Deckard", "dateOfBirth": "2094-02-01", "externalId": "5"}
 PAYMENT = {"amount": Decimal("4.46"), "patientId": "5", "externalId": "501"}
@@ -124,15 +124,15 @@ def test_whitespace_controls_and_other_unprintables_are_kept_in_names():
     assert row == "0\t5\ta\\tb\\nc\\rd\tZoë\u00a0\u200dX\t\\N\t2094-02-01\n"
 
 
-def test_record_dict_remembers_the_first_duplicated_key():
-    record = RecordDict()
-    for key, value in [("externalId", "a"), ("amount", Decimal(1)), ("externalId", "b"), ("amount", 2)]:
-        record[key] = value
+def test_duplicate_key_error_names_the_record_and_key():
+    error = duplicate_key_error(4, PAYMENT | {"externalId": "b\x00"}, "externalId")
 
-    error = copy_row("payments", 4, record)
-
-    assert isinstance(error, RecordError)
-    assert (error.index, error.external_id, error.field, error.message) == (4, "b", "externalId", "duplicate key")
+    assert (error.index, error.external_id, error.field, error.message) == (
+        4,
+        "b\\u0000",
+        "externalId",
+        "duplicate key",
+    )
 
 
 def test_invalid_text_anywhere_in_a_record_is_found():

@@ -1,8 +1,7 @@
 """Validation of snapshot records and their rendering as COPY text rows.
 
 Pure functions, no I/O. A record is one element of a snapshot's JSON array, as
-ijson yields it: RecordDict (a dict that remembers a duplicated key), str, int,
-Decimal (never float), bool, None.
+ijson yields it: dicts, str, int, Decimal (never float), bool, None.
 """
 
 from __future__ import annotations
@@ -42,20 +41,6 @@ STAGE_COLUMNS: dict[Entity, tuple[str, ...]] = {
     "patients": ("idx", "external_id", "first_name", "last_name", "middle_name", "date_of_birth"),
     "payments": ("idx", "external_id", "amount", "patient_external_id"),
 }
-
-
-_DUPLICATE = object()  # RecordDict key under which the first duplicated key is kept
-
-
-class RecordDict(dict):  # type: ignore[type-arg]
-    """A JSON object that remembers its first duplicated key (a plain dict keeps the last value)."""
-
-    __slots__ = ()
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if key in self:
-            dict.setdefault(self, _DUPLICATE, key)
-        dict.__setitem__(self, key, value)
 
 
 class _Invalid(Exception):
@@ -168,13 +153,16 @@ def copy_row(entity: Entity, index: int, record: Any) -> str | RecordError:
     """The record as one line of COPY text (staging-table column order), or why it is invalid."""
     if not isinstance(record, dict):
         return RecordError(index, None, None, "must be a JSON object")
-    if _DUPLICATE in record:
-        return RecordError(index, _external_id_of(record), record[_DUPLICATE], DUPLICATE_KEY_MESSAGE)
     try:
         values = _ROW_BUILDERS[entity](record)
     except _Invalid as invalid:
         return RecordError(index, _external_id_of(record), invalid.field, invalid.message)
     return str(index) + "\t" + "\t".join(map(_copy_value, values)) + "\n"
+
+
+def duplicate_key_error(index: int, record: dict[str, Any], key: str | None) -> RecordError:
+    """The error for a record that repeats a key (`key`, when the reader could tell which)."""
+    return RecordError(index, _external_id_of(record), key, DUPLICATE_KEY_MESSAGE)
 
 
 def invalid_text_error(index: int, record: Any) -> RecordError | None:
@@ -185,7 +173,7 @@ def invalid_text_error(index: int, record: Any) -> RecordError | None:
     if not isinstance(record, dict):
         return None
     for key, value in record.items():
-        if key is not _DUPLICATE and (_holds_invalid_text(key) or _holds_invalid_text(value)):
+        if _holds_invalid_text(key) or _holds_invalid_text(value):
             return RecordError(index, _external_id_of(record), key, INVALID_TEXT_MESSAGE)
     return None
 
@@ -194,7 +182,7 @@ def _holds_invalid_text(value: Any) -> bool:
     if type(value) is str:
         return _INVALID_UNICODE.search(value) is not None
     if isinstance(value, dict):
-        return any(_holds_invalid_text(k) or _holds_invalid_text(v) for k, v in value.items() if k is not _DUPLICATE)
+        return any(_holds_invalid_text(k) or _holds_invalid_text(v) for k, v in value.items())
     if isinstance(value, list):
         return any(map(_holds_invalid_text, value))
     return False

@@ -6,8 +6,10 @@ chunks for COPY while only the first 100 errors are kept.
 Hostile input is stopped on the raw bytes before the parser sees them (the C
 parser crashes on huge integers and slows down quadratically with nesting
 depth): the decompressed size and the compression ratio are bounded, and a
-scanner refuses deep nesting and overlong numbers, and marks text that is not
-valid UTF-8 or holds a lone surrogate so the record holding it is reported.
+scanner refuses deep nesting and overlong numbers, marks text that is not
+valid UTF-8 or holds a lone surrogate so the record holding it is reported, and
+counts the keys of every record so that a repeated key (which a dict silently
+drops) is reported too.
 """
 
 from __future__ import annotations
@@ -15,19 +17,22 @@ from __future__ import annotations
 import codecs
 import decimal
 import gzip
+import json
 import re
 import zlib
 from array import array
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from itertools import accumulate
-from typing import Protocol
+from typing import Any, Protocol
 
 import ijson
 
 from paysync.config import get_settings
 from paysync.errors import MAX_LISTED_ERRORS, RecordError, SnapshotRejected, SnapshotTooLarge, shown
-from paysync.records import INVALID_TEXT, Entity, RecordDict, copy_row, invalid_text_error
+from paysync.records import INVALID_TEXT, Entity, copy_row, duplicate_key_error, invalid_text_error
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -58,13 +63,33 @@ _ESCAPED_CHAR = re.compile(rb"\\(.)", re.S)
 _ESCAPE_WINDOW = 12
 _HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
 
-# Structure scan tables: keep quotes and brackets; brackets become +1 / -1 steps.
-_STRUCTURE = b'"[]{}'
+# Structure scan tables: keep quotes, brackets and colons; brackets become +1 / -1 steps.
+_STRUCTURE = b'"[]{}:'
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in _STRUCTURE)
 _STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 # Number scan: digits -> "0", so a long run is a plain substring search.
 _DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
 _STRING = re.compile(rb'"[^"]*(?:"|\Z)')
+_RECENT_BYTES = 256 * 1024
+_COLON, _OPEN_BRACE, _CLOSE_BRACE = ord(":"), ord("{"), ord("}")
+_OPENERS = frozenset(b"[{")
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    """A decoded JSON object that remembers the first key it repeats."""
+
+    repeated: str | None = None
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    found = _Object(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        found.repeated = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+    return found
+
+
+_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_float=Decimal)
 
 
 class Readable(Protocol):
@@ -212,7 +237,13 @@ class _Scanner:
         self._in_string = False
         self._digit_tail = 0
         self._long_digits = b"0" * (limits.max_number_digits + 1)
+        self._keys = 0  # keys seen so far of the record-level object still open
+        self._recent: deque[bytes] = deque()  # the last reads, to name a duplicated key
+        self._recent_size = 0
         self.marked = False
+        # Keys written in each record-level object, in order: a parsed record with fewer
+        # keys repeated one (a dict keeps only the last value of a duplicated key).
+        self.key_counts: deque[int] = deque()
 
     def read(self, size: int = -1, /) -> bytes:
         if size == 0:  # the parser's probe for bytes versus text
@@ -242,6 +273,10 @@ class _Scanner:
         if b"u" in escaped:
             data = _ESCAPES.sub(self._escape, data)
         self._scan(data, unescape=b'"' in escaped or b"\\" in escaped)
+        self._recent.append(data)
+        self._recent_size += len(data)
+        while self._recent_size - len(self._recent[0]) >= _RECENT_BYTES:
+            self._recent_size -= len(self._recent.popleft())
         return data
 
     def _escape(self, match: re.Match[bytes]) -> bytes:
@@ -268,15 +303,77 @@ class _Scanner:
         else:
             self._in_string = False
         if marks:
+            brackets = marks.translate(None, b":")
             # Empty pairs ({} of a flat record) go first: each hides a peak of at most one
             # level above what remains, so the exact walk runs only near the limit.
-            short = marks.replace(b"{}", b"").replace(b"[]", b"")
-            if self._peak(short) + 1 > self._limits.max_depth and self._peak(marks) > self._limits.max_depth:
+            short = brackets.replace(b"{}", b"").replace(b"[]", b"")
+            if self._peak(short) + 1 > self._limits.max_depth and self._peak(brackets) > self._limits.max_depth:
                 raise MalformedInput(
                     f"the snapshot is nested deeper than {self._limits.max_depth} levels; records are flat objects"
                 )
-            self._depth += marks.count(b"[") + marks.count(b"{") - marks.count(b"]") - marks.count(b"}")
+            self._count_keys(marks, brackets)
+            self._depth += brackets.count(b"[") + brackets.count(b"{") - brackets.count(b"]") - brackets.count(b"}")
         self._scan_numbers(plain, started_in_string)
+
+    def _count_keys(self, marks: bytes, brackets: bytes) -> None:
+        """Queue the key count of every record-level object closing in `marks` (structure
+        outside strings: brackets and colons)."""
+        depth, body = self._depth, marks
+        if depth == 0 and body[:1] == b"[":
+            depth, body, brackets = 1, body[1:], brackets[1:]
+        end = depth + brackets.count(b"{") - brackets.count(b"}")
+        if body[-1:] == b"]" and end == 1:  # the end of the array
+            body, brackets = body[:-1], brackets[:-1]
+        flat = (
+            (depth == 1 or (depth == 2 and brackets[:1] != b"{"))
+            and b"[" not in brackets
+            and b"]" not in brackets
+            and b"{{" not in brackets
+            and b"}}" not in brackets
+        )
+        if not flat:  # nesting: walk it (brackets in ignored fields are rare)
+            self._walk_keys(marks)
+            return
+        # Every "}" closes a record; the first piece continues the record open at depth 2.
+        carried = self._keys if depth == 2 else 0
+        pieces = body.split(b"}")
+        last = pieces.pop()
+        if pieces:
+            counts = [piece.count(b":") for piece in pieces]
+            counts[0] += carried
+            self.key_counts.extend(counts)
+            self._keys = last.count(b":")
+        else:
+            self._keys = carried + last.count(b":")
+
+    def _walk_keys(self, marks: bytes) -> None:
+        depth, keys = self._depth, self._keys
+        for char in marks:
+            if char == _COLON:
+                keys += depth == 2
+            elif char in _OPENERS:
+                depth += 1
+                if depth == 2:
+                    keys = 0
+            else:
+                if depth == 2 and char == _CLOSE_BRACE:
+                    self.key_counts.append(keys)
+                depth -= 1
+        self._keys = keys
+
+    def duplicated_key(self, record: dict[str, Any]) -> str | None:
+        """The key `record` repeats, found by decoding the last reads again (None if the
+        record is not among them)."""
+        text = b"".join(self._recent).decode("utf-8", "replace")
+        at = len(text)
+        while (at := text.rfind("{", 0, at)) >= 0:
+            try:
+                found, _ = _PAIRS_DECODER.raw_decode(text, at)
+            except ValueError:
+                continue
+            if found.repeated is not None and found == record:
+                return found.repeated
+        return None
 
     def _peak(self, marks: bytes) -> int:
         """The deepest level reached along `marks` (brackets only), from the current depth."""
@@ -373,13 +470,17 @@ class SnapshotReader:
         max_records = self.limits.max_records
         try:
             scanner = _Scanner(_open(self.stream, self.limits), self.limits)
-            for index, record in enumerate(ijson.items(scanner, "item", map_type=RecordDict)):
+            key_counts = scanner.key_counts
+            for index, record in enumerate(ijson.items(scanner, "item")):
                 if index >= max_records:
                     raise SnapshotTooLarge(
                         f"the snapshot holds more than {max_records} records; split it or raise MAX_SNAPSHOT_RECORDS"
                     )
                 row = copy_row(self.entity, index, record)
                 self.received = index + 1
+                if type(record) is dict and key_counts and len(record) < key_counts.popleft():
+                    named = len(self.errors) < MAX_LISTED_ERRORS  # only listed errors show the key
+                    row = duplicate_key_error(index, record, scanner.duplicated_key(record) if named else None)
                 if scanner.marked and type(row) is str:
                     row = invalid_text_error(index, record) or row
                 if type(row) is not str:
