@@ -224,8 +224,9 @@ class _Scanner:
     Refuses nesting deeper than `max_depth` and numbers with overlong digit runs
     (strings do not count: quote state is carried across reads). Replaces
     bytes that are not UTF-8 and escaped lone surrogates by U+FFFF and sets `marked`, so
-    the records holding them are reported. A short tail (a split escape or UTF-8
-    sequence) is held back until the next read.
+    the records holding them are reported. Counts the keys of every record-level
+    object (`key_counts`). A short tail (a split escape or UTF-8 sequence) is held
+    back until the next read.
     """
 
     def __init__(self, stream: Readable, limits: Limits) -> None:
@@ -290,8 +291,8 @@ class _Scanner:
         if unescape:  # escaped quotes and backslashes say nothing about structure
             plain = plain.replace(b"\\\\", b"").replace(b'\\"', b"")
         started_in_string = self._in_string
-        # Quotes and brackets only; adjacent quote pairs (strings without brackets) go,
-        # which keeps the quote parity before every bracket.
+        # Quotes, brackets and colons only; adjacent quote pairs (strings holding none of
+        # them) go, which keeps the quote parity before every bracket and colon.
         marks = plain.translate(None, _NOT_STRUCTURE)
         if started_in_string:
             marks = b'"' + marks
