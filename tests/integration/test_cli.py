@@ -126,6 +126,9 @@ def password_url(conn, database_url):
     original = hba.read_text()
     conn.run("DROP ROLE IF EXISTS paysync_cli_pw")
     conn.run("CREATE ROLE paysync_cli_pw LOGIN PASSWORD 'right-pass'")
+    # The migrations let only paysync's own roles connect: this one may too.
+    database = conn.run("SELECT current_database()")[0][0]
+    conn.run(f'GRANT CONNECT ON DATABASE "{database}" TO paysync_cli_pw')
     rules = "local all paysync_cli_pw scram-sha-256\nhost all paysync_cli_pw all scram-sha-256\n"
     hba.write_text(rules + original)
     conn.run("SELECT pg_reload_conf()")
@@ -136,6 +139,7 @@ def password_url(conn, database_url):
     finally:
         hba.write_text(original)
         conn.run("SELECT pg_reload_conf()")
+        conn.run(f'REVOKE CONNECT ON DATABASE "{database}" FROM paysync_cli_pw')
         conn.run("DROP ROLE IF EXISTS paysync_cli_pw")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,6 +99,34 @@ def test_invalid_snapshot_is_recorded_as_rejected_without_raising(conn, s3, invo
     assert conn.run("SELECT count(*) FROM payments") == [[0]]
 
 
+def test_an_object_over_the_size_bound_is_rejected_from_its_size_unread(conn, s3, invoke, settings_env):
+    sample = sample_bytes("patients")
+    compressed = gzip.compress(sample)
+    version = put(s3, "patients/big.json.gz", compressed)
+    settings_env(MAX_SNAPSHOT_BYTES=str(len(compressed) - 1))
+    before = table_state(conn)
+
+    response = invoke("reconcile", s3_event("patients/big.json.gz", version))
+
+    assert outcome(response) == ("rejected", "snapshot_too_large")
+    assert table_state(conn) == before
+    [[status, code, received, message]] = conn.run(
+        "SELECT status, error->>'code', received, error->>'message' FROM sync_runs"
+    )
+    assert (status, code, received) == ("rejected", "snapshot_too_large", 0)
+    assert f"the object is {len(compressed)} bytes" in message
+
+
+def test_an_object_at_the_size_bound_is_applied(conn, s3, invoke, settings_env):
+    sample = sample_bytes("patients")
+    version = put(s3, "patients/exact.json", sample)
+    settings_env(MAX_SNAPSHOT_BYTES=str(len(sample)))
+
+    response = invoke("reconcile", s3_event("patients/exact.json", version))
+
+    assert outcome(response)[0] == "applied"
+
+
 def test_non_snapshot_keys_are_recorded_as_skipped(conn, s3, invoke):
     version = put(s3, "patients/readme.txt", b"hello")
 
@@ -172,12 +201,16 @@ def test_local_s3_events_carry_sequencers_in_write_order_and_keep_them_on_retry(
 
     function = Function(name="ReconcileFunction", module_path=Path("functions/reconcile/app.py"), handler_name="lh")
     runtime = Recorder()
-    poller = devserver_s3.NotificationPoller(s3, TEST_BUCKET, "us-east-1", [S3Notification(function)], runtime)
+    poller = devserver_s3.NotificationPoller(TEST_BUCKET, "us-east-1", [S3Notification(function)], runtime)
     first = put(s3, "patients/same.json", b"[]")
     second = put(s3, "patients/same.json", b"[ ]")  # same key, most likely the same second
 
-    poller.poll()
-    poller.poll()
+    # Deliveries run on worker threads: poll until both versions failed once and were delivered again.
+    deadline = time.monotonic() + 30
+    while len(runtime.events) < 4 and time.monotonic() < deadline:
+        poller.poll()
+        time.sleep(0.05)
+    poller.stop()
 
     sequencers = {(e["versionId"], n): e["sequencer"] for n, e in enumerate(runtime.events)}
     by_version: dict[str, set[str]] = {}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 
 from paysync.errors import RecordError
-from paysync.records import copy_row
+from paysync.records import copy_row, duplicate_key_error, invalid_text_error
 
 PATIENT = {"firstName": "Rick", "lastName": "Deckard", "dateOfBirth": "2094-02-01", "externalId": "5"}
 PAYMENT = {"amount": Decimal("4.46"), "patientId": "5", "externalId": "501"}
@@ -94,3 +95,69 @@ def test_error_json_shape():
         "field": "amount",
         "message": "bad",
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"externalId": "a\x01"}, "externalId", "control characters"),
+        ({"externalId": "a\tb"}, "externalId", "control characters"),
+        ({"externalId": "a\x9b"}, "externalId", "control characters"),
+        ({"firstName": "A\x1b[0m"}, "firstName", "control characters"),
+        ({"lastName": "B\x7f"}, "lastName", "control characters"),
+        ({"middleName": "M\x00"}, "middleName", "NUL"),
+        ({"firstName": "A\uffff"}, "firstName", "valid UTF-8"),
+        ({"lastName": "\ud800"}, "lastName", "valid UTF-8"),
+    ],
+)
+def test_control_characters_and_invalid_text_are_refused(change, field, message):
+    error = copy_row("patients", 1, PATIENT | change)
+
+    assert isinstance(error, RecordError)
+    assert error.field == field
+    assert message in error.message
+
+
+def test_whitespace_controls_and_other_unprintables_are_kept_in_names():
+    row = copy_row("patients", 0, PATIENT | {"firstName": "a\tb\nc\rd", "lastName": "Zoë\u00a0\u200dX"})
+
+    assert row == "0\t5\ta\\tb\\nc\\rd\tZoë\u00a0\u200dX\t\\N\t2094-02-01\n"
+
+
+def test_duplicate_key_error_names_the_record_and_key():
+    error = duplicate_key_error(4, PAYMENT | {"externalId": "b\x00"}, "externalId")
+
+    assert (error.index, error.external_id, error.field, error.message) == (
+        4,
+        "b\\u0000",
+        "externalId",
+        "duplicate key",
+    )
+
+
+def test_invalid_text_anywhere_in_a_record_is_found():
+    record = {**PAYMENT, "meta": {"tags": ["ok", "bad\uffff"]}}
+
+    error = invalid_text_error(3, record)
+
+    assert error is not None
+    assert (error.index, error.field) == (3, "meta")
+    assert invalid_text_error(3, PAYMENT) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown_as"),
+    [
+        ("a\x00b", "a\\u0000b"),
+        ("\ud800x", "\\ud800x"),
+        ("tab\there", "tab\\u0009here"),
+        ("\uffff", "\\uffff"),
+        ("Zoë 🙂", "Zoë 🙂"),
+        ("x" * 300, "x" * 255 + "…"),
+    ],
+)
+def test_record_errors_keep_ids_and_fields_storable(raw, shown_as):
+    error = RecordError(0, raw, raw, "m")
+
+    assert (error.external_id, error.field) == (shown_as, shown_as)
+    assert json.loads(json.dumps(error.to_json())) == error.to_json()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import random
 
 import pytest
 
@@ -101,3 +103,47 @@ def test_io_failures_are_kept_for_the_caller_not_raised_inside_copy():
     list(reader.copy_chunks())
 
     assert isinstance(reader.failure, ConnectionResetError)
+
+
+def _random_value(rng: random.Random, depth: int) -> object:
+    kind = rng.randrange(7 if depth < 4 else 4)
+    if kind == 0:
+        return rng.randrange(-(10**12), 10**12)
+    if kind == 1:
+        return "".join(rng.choice('ab:{}[],"\\\t\u00e9\U0001f600 ') for _ in range(rng.randrange(12)))
+    if kind == 2:
+        return rng.choice([True, False, None])
+    if kind == 3:
+        return f"{rng.randrange(10**6)}.{rng.randrange(100):02d}"
+    if kind in (4, 5):
+        return {f"k{i}:{{": _random_value(rng, depth + 1) for i in range(rng.randrange(4))}
+    return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def _random_snapshot(rng: random.Random, duplicates: set[int]) -> bytes:
+    records = []
+    for index in range(60):
+        fields = [("amount", "1.25"), ("patientId", '"p"'), ("externalId", f'"{index}"')]
+        fields += [(f"x{i}", json.dumps(_random_value(rng, 2))) for i in range(rng.randrange(3))]
+        if index in duplicates:
+            fields.append(rng.choice(fields))
+        rng.shuffle(fields)
+        spaces = rng.choice(["", " ", "\n  "])
+        records.append("{" + ",".join(f'{spaces}"{key}"{spaces}:{spaces}{value}' for key, value in fields) + "}")
+    return ("[" + ",".join(records) + "]").encode()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_duplicate_keys_are_found_exactly_whatever_the_reads(seed):
+    rng = random.Random(seed)
+    duplicates = set(rng.sample(range(60), 5))
+    data = _random_snapshot(rng, duplicates)
+
+    for step in (1, 3, 17, 251, 1 << 16):
+        reader = SnapshotReader("payments", TrickleStream(data, step))
+        list(reader.copy_chunks())
+
+        assert reader.malformed is None
+        assert {e.index for e in reader.errors} == duplicates
+        assert {e.message for e in reader.errors} == {"duplicate key"}
+        assert all(e.field is not None for e in reader.errors)

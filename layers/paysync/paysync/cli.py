@@ -119,11 +119,12 @@ def _main(argv: Sequence[str] | None) -> int:
 
 @contextlib.contextmanager
 def _logs_to_stderr() -> Iterator[None]:
-    # stdout is for the summary; the sync's own logs (warnings only) go to stderr. Restored
-    # afterwards, for callers that run main() inside a longer-lived process.
+    # stdout is for the summary; the sync's own logs go to stderr, errors only (the CLI states
+    # every problem it meets in one line of its own). Restored afterwards, for callers that run
+    # main() inside a longer-lived process.
     handler = logger.registered_handler
     level, stream = logger.log_level, getattr(handler, "stream", None)
-    logger.setLevel("WARNING")
+    logger.setLevel("ERROR")
     if stream is not None:
         handler.stream = _Stderr()
     try:

@@ -37,8 +37,6 @@ class Settings:
     snapshot_bucket: str | None = None
     s3_endpoint_url: str | None = None  # moto server locally; unset in AWS
     upload_url_expires_seconds: int = field(default=900, metadata=_bounds(60, 43200))
-    # Largest snapshot object taken through S3: the upload form's size limit and the reconcile's check.
-    max_snapshot_bytes: int = field(default=1 << 30, metadata=_bounds(1))
 
     # Deletion guard: refuse to delete more than this fraction of the live
     # rows of a table holding at least `guard_min_rows` live rows, unless forced.
@@ -52,6 +50,12 @@ class Settings:
     allow_force_parameter: bool = True
     # Largest body POST /patients and POST /payments accept inline (Lambda's 6 MB limit).
     max_inline_snapshot_bytes: int = field(default=6_000_000, metadata=_bounds(1))
+    # Bounds on any snapshot (inline, S3, CLI): its uncompressed size (an S3 object bigger than
+    # this is refused before it is read), its record count, and how much a gzip snapshot may
+    # expand. 10M payments with UUID ids are about 1.2 GB of JSON.
+    max_snapshot_bytes: int = field(default=5_000_000_000, metadata=_bounds(1))
+    max_snapshot_records: int = field(default=50_000_000, metadata=_bounds(1))
+    max_compression_ratio: int = field(default=50, metadata=_bounds(1))
     # Memory PostgreSQL may use for the merge's hashes and sorts (SET LOCAL work_mem).
     merge_work_mem: str = "256MB"
 

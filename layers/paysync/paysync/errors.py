@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 MAX_LISTED_ERRORS = 100
+MAX_SHOWN_CHARS = 255
+
+# Characters shown as \uXXXX escapes in errors: controls (PostgreSQL's jsonb refuses NUL),
+# surrogates (not storable either) and the noncharacters U+FFFE / U+FFFF.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def shown(value: str | None) -> str | None:
+    """`value` made safe to show, log and store in jsonb: unshowable characters escaped as
+    \\uXXXX, cut to 255 characters."""
+    if value is None:
+        return None
+    if len(value) > MAX_SHOWN_CHARS:
+        value = value[:MAX_SHOWN_CHARS] + "…"
+    return _UNSHOWABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
 
 
 @dataclass(frozen=True)
 class RecordError:
-    """One offending record of a snapshot."""
+    """One offending record of a snapshot. The externalId and field name come from the
+    input and are kept in their `shown` form."""
 
     index: int
     external_id: str | None
     field: str | None
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "external_id", shown(self.external_id))
+        object.__setattr__(self, "field", shown(self.field))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +119,13 @@ class InvalidSnapshot(SnapshotRejected):
             [e.to_json() for e in listed],
         )
         self.total = total
+
+
+class SnapshotTooLarge(PayloadTooLarge, SnapshotRejected):
+    """The snapshot exceeds the size, record-count or compression-ratio bound (HTTP 413);
+    refused and recorded like any rejected snapshot."""
+
+    code = "snapshot_too_large"
 
 
 class DeletionGuardTriggered(SnapshotRejected):

@@ -19,7 +19,8 @@ class S3Object:
     `last_modified` is whole seconds, as S3 reports it (None when the object was
     not read); `sequencer` is the event's (orders versions of one key);
     `key_order` is "<ms>-<suffix>" of a key issued by POST /uploads (orders
-    objects stored in the same second), else None.
+    objects stored in the same second), else None. `size` is the object's
+    stored (maybe compressed) size in bytes, when it was read.
     """
 
     bucket: str
@@ -29,6 +30,7 @@ class S3Object:
     last_modified: datetime | None
     sequencer: str | None = None
     key_order: str | None = None
+    size: int | None = None
 
 
 @dataclass

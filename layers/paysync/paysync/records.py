@@ -22,6 +22,16 @@ CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12,2)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
+# The snapshot reader replaces bytes that are not UTF-8 and escaped lone surrogates by this
+# noncharacter; it is refused in text like any noncharacter or surrogate.
+INVALID_TEXT = "\uffff"
+_INVALID_UNICODE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+# Control characters (C0, DEL, C1). Names may hold tab, line feed and carriage return.
+_ID_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NAME_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+INVALID_TEXT_MESSAGE = "must be valid UTF-8 text (no invalid bytes, lone surrogates or noncharacters)"
+DUPLICATE_KEY_MESSAGE = "duplicate key"
+
 # COPY text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
@@ -47,17 +57,22 @@ def _identifier(record: dict[str, Any], field: str) -> str:
         if value is None:
             raise _Invalid(field, "is required")
         raise _Invalid(field, "must be a string or an integer")
-    _check_text(value, field)
+    _check_text(value, field, _ID_CONTROLS)
     return value
 
 
-def _check_text(value: str, field: str) -> None:
+def _check_text(value: str, field: str, controls: re.Pattern[str]) -> None:
     if not value.strip():
         raise _Invalid(field, "must not be empty")
     if len(value) > MAX_TEXT_LENGTH:
         raise _Invalid(field, f"must be at most {MAX_TEXT_LENGTH} characters")
-    if "\x00" in value:
-        raise _Invalid(field, "must not contain NUL characters")
+    if not value.isprintable():  # cheap first test; most text is printable
+        if "\x00" in value:
+            raise _Invalid(field, "must not contain NUL characters")
+        if _INVALID_UNICODE.search(value):
+            raise _Invalid(field, INVALID_TEXT_MESSAGE)
+        if controls.search(value):
+            raise _Invalid(field, "must not contain control characters")
 
 
 def _text(record: dict[str, Any], field: str, *, required: bool = True) -> str | None:
@@ -68,7 +83,7 @@ def _text(record: dict[str, Any], field: str, *, required: bool = True) -> str |
         return None
     if type(value) is not str:
         raise _Invalid(field, "must be a string")
-    _check_text(value, field)
+    _check_text(value, field, _NAME_CONTROLS)
     return value
 
 
@@ -95,7 +110,7 @@ def _amount(record: dict[str, Any], field: str) -> str:
         raise _Invalid(field, "must be a number")
     if not value.is_finite():
         raise _Invalid(field, "must be a finite number")
-    if abs(value) > MAX_AMOUNT:
+    if value.copy_abs() > MAX_AMOUNT:  # copy_abs is exact: abs() could overflow on 1e999999999
         raise _Invalid(field, f"must be between -{MAX_AMOUNT} and {MAX_AMOUNT}")
     try:
         cents = value.quantize(CENT)
@@ -143,6 +158,34 @@ def copy_row(entity: Entity, index: int, record: Any) -> str | RecordError:
     except _Invalid as invalid:
         return RecordError(index, _external_id_of(record), invalid.field, invalid.message)
     return str(index) + "\t" + "\t".join(map(_copy_value, values)) + "\n"
+
+
+def duplicate_key_error(index: int, record: dict[str, Any], key: str | None) -> RecordError:
+    """The error for a record that repeats a key (`key`, when the reader could tell which)."""
+    return RecordError(index, _external_id_of(record), key, DUPLICATE_KEY_MESSAGE)
+
+
+def invalid_text_error(index: int, record: Any) -> RecordError | None:
+    """An error naming the field whose key or value (at any depth) holds invalid text, if any.
+
+    Used once the reader has replaced invalid bytes or escapes, so that text in ignored
+    fields is refused too."""
+    if not isinstance(record, dict):
+        return None
+    for key, value in record.items():
+        if _holds_invalid_text(key) or _holds_invalid_text(value):
+            return RecordError(index, _external_id_of(record), key, INVALID_TEXT_MESSAGE)
+    return None
+
+
+def _holds_invalid_text(value: Any) -> bool:
+    if type(value) is str:
+        return _INVALID_UNICODE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_invalid_text(k) or _holds_invalid_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_invalid_text, value))
+    return False
 
 
 def _external_id_of(record: dict[str, Any]) -> str | None:

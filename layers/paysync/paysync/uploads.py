@@ -12,7 +12,7 @@ from paysync.config import get_settings
 from paysync.dal import storage
 from paysync.dal.db import close_quietly, connect, transaction
 from paysync.dal.sync_runs import insert_run
-from paysync.errors import ForceNotAllowed, InvalidRequest, InvalidUploadMetadata, SnapshotRejected
+from paysync.errors import ForceNotAllowed, InvalidRequest, InvalidUploadMetadata, SnapshotRejected, SnapshotTooLarge
 from paysync.guard import FORCED_UPLOAD_ROUTE
 from paysync.models import S3Object, SyncSummary
 from paysync.observability import add_outcome_metric, add_sync_metrics, logger
@@ -212,11 +212,14 @@ def sync_object(
     identity = replace(identity, sequencer=sequencer, key_order=key_order(key))
     try:
         force, dry_run = object_sync_options(metadata)
-        summary: SyncSummary = reconcile_snapshot(entity, body, source="s3", s3=identity, force=force, dry_run=dry_run)
-    except InvalidUploadMetadata as rejected:
+        _check_object_size(identity)
+    except SnapshotRejected as rejected:  # refused before any sync began: nothing was read
+        body.close()
         rejected.sync_id = _record_rejection(entity, identity, rejected)
         add_outcome_metric("S3Objects", "rejected")
         return ObjectOutcome(key, "rejected", rejected.sync_id, rejected.code)
+    try:
+        summary: SyncSummary = reconcile_snapshot(entity, body, source="s3", s3=identity, force=force, dry_run=dry_run)
     except SnapshotRejected as rejected:
         add_outcome_metric("S3Objects", "rejected")
         return ObjectOutcome(key, "rejected", rejected.sync_id, rejected.code)
@@ -225,6 +228,16 @@ def sync_object(
     add_sync_metrics(summary)
     add_outcome_metric("S3Objects", summary.status)
     return ObjectOutcome(key, summary.status, summary.sync_id, (summary.error or {}).get("code"))
+
+
+def _check_object_size(identity: S3Object) -> None:
+    # A snapshot is never smaller than its object (gzip only shrinks it), so an object over the
+    # uncompressed bound is refused from its size alone, before a byte of it is read.
+    limit = get_settings().max_snapshot_bytes
+    if identity.size is not None and identity.size > limit:
+        raise SnapshotTooLarge(
+            f"the object is {identity.size} bytes; snapshots are limited to {limit} bytes (MAX_SNAPSHOT_BYTES)"
+        )
 
 
 _HEX = re.compile(r"[0-9A-Fa-f]{1,64}")

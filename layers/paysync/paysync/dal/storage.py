@@ -35,6 +35,7 @@ def open_object(bucket: str, key: str, version_id: str | None) -> tuple[BinaryIO
         version_id=None if version in (None, "null") else version,
         etag=response["ETag"].strip('"'),
         last_modified=response["LastModified"].replace(microsecond=0),
+        size=response.get("ContentLength"),
     )
     metadata = {name.lower(): value for name, value in (response.get("Metadata") or {}).items()}
     return response["Body"], identity, metadata
