@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -115,6 +116,9 @@ class ReadsDuringSync:
     def summary(self) -> dict[str, Any]:
         """calls, errors, p50 / p99 / max milliseconds, whether p99 met the limit, and in how
         many of the lock checks the tables were locked against reads."""
+        return {**self._latencies(), "cpu_pressure_pct": cpu_pressure()}
+
+    def _latencies(self) -> dict[str, Any]:
         if not self.samples:
             return {"calls": 0, "errors": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "passed": None}
         p99 = _percentile(self.samples, 0.99)
@@ -132,6 +136,15 @@ class ReadsDuringSync:
         }
 
 
+def cpu_pressure() -> float | None:
+    """Share of the last 10 s in which some runnable task waited for a CPU (Linux PSI), in %."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return float(line.split()[1].split("=")[1])
+
+
 def verdict(summary: dict[str, Any]) -> str:
     """One line: 'p99 3.1 ms, max 7.0 ms, 80 calls: PASS'."""
     if not summary["calls"]:
@@ -140,6 +153,6 @@ def verdict(summary: dict[str, Any]) -> str:
     result = "PASS" if summary["passed"] else "FAIL"
     return (
         f"p99 {summary['p99_ms']:.1f} ms, max {summary['max_ms']:.1f} ms, {summary['calls']} calls{errors};"
-        f" tables locked against reads in {summary['exclusively_locked']} of {summary['lock_checks']} checks"
-        f" (limit p99 {P99_LIMIT_MS:g} ms): {result}"
+        f" tables locked against reads in {summary['exclusively_locked']} of {summary['lock_checks']} checks;"
+        f" CPU pressure {summary['cpu_pressure_pct']}% (limit p99 {P99_LIMIT_MS:g} ms): {result}"
     )

@@ -102,6 +102,8 @@ def _reads_during(sync: dict[str, Any]) -> str:
     locked = (
         f"; locked in {reads['exclusively_locked']}/{reads['lock_checks']} checks" if "lock_checks" in reads else ""
     )
+    if reads.get("cpu_pressure_pct") is not None:
+        locked += f"; CPU pressure {reads['cpu_pressure_pct']:g}%"
     return f"{_num(reads['p99_ms'], 1)} / {_num(reads['max_ms'], 1)} ({reads['calls']} calls{failed}{locked})"
 
 
@@ -263,8 +265,14 @@ How to read the sync table:
   shows as a long call. Between calls it checks pg_locks: "locked in k/n
   checks" counts the checks that found `patients`, `payments` or
   `sync_runs` locked ACCESS EXCLUSIVE (every read would wait), which tells
-  a lock stall from a CPU shared with the sync. Target: p99 ≤ 50 ms during
-  every step, first loads included.
+  a lock stall from a CPU shared with the sync; "CPU pressure" is the share
+  of the last 10 s in which a runnable task waited for a CPU (Linux PSI) at
+  the step's end: near 100 % the machine is oversubscribed and latencies
+  measure the queue for the cores. A read that takes longer than the 20 ms
+  between calls also stands for the calls steady traffic would have sent
+  meanwhile (each waiting that much less), so one read stalled 5 s counts as
+  ~250 slow reads. Target: p99 ≤ 50 ms during every step, first loads
+  included.
 - After every phase the replica is verified against the JSON: live row
   counts, a checksum of every replicated column, every payment's patient
   link, and every patient's total and count recomputed from the file.

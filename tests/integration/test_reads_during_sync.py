@@ -302,3 +302,47 @@ def test_a_first_load_of_patients_after_their_payments_inserts_in_place(
     assert (summary.inserted, summary.orphaned) == (PATIENTS, 8)
     assert conn.run("SELECT CAST('public.patients' AS regclass)::oid") == table
     assert all(row["payments_total"] > 0 for row in read_api(reader)["patients"])
+
+
+def _build_schema_exists(conn: pg8000.native.Connection) -> bool:
+    return conn.run("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :name)", name=merge.BUILD_SCHEMA)[0][0]
+
+
+def test_a_bulk_first_load_as_a_dry_run_leaves_the_table_as_it_was(
+    conn: pg8000.native.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync("patients", patients(PATIENTS))
+    monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", BULK_MIN_ROWS)
+    table = conn.run("SELECT CAST('public.payments' AS regclass)::oid")
+
+    summary = reconcile_snapshot("payments", snapshot(payments(PAYMENTS)), source="cli", dry_run=True)
+
+    assert (summary.status, summary.inserted) == ("applied", PAYMENTS)
+    assert conn.run("SELECT count(*) FROM payments") == [[0]]
+    assert conn.run("SELECT CAST('public.payments' AS regclass)::oid") == table
+    assert not _build_schema_exists(conn)
+
+
+def test_a_bulk_first_load_that_fails_late_leaves_the_table_as_it_was(
+    conn: pg8000.native.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync("patients", patients(PATIENTS))
+    monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", BULK_MIN_ROWS)
+    table = conn.run("SELECT CAST('public.payments' AS regclass)::oid")
+    before = conn.run("SELECT external_id, payments_total FROM patients ORDER BY id")
+
+    def broken(connection: Connection) -> int:
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(merge, "refresh_totals", broken)
+        with pytest.raises(RuntimeError):
+            sync("payments", payments(PAYMENTS))
+
+    assert conn.run("SELECT count(*) FROM payments") == [[0]]
+    assert conn.run("SELECT CAST('public.payments' AS regclass)::oid") == table
+    assert conn.run("SELECT external_id, payments_total FROM patients ORDER BY id") == before
+    assert not _build_schema_exists(conn)
+    assert conn.run("SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1") == [["failed"]]
+    # and the next attempt loads it
+    assert sync("payments", payments(PAYMENTS)).inserted == PAYMENTS

@@ -66,8 +66,8 @@ def begin_sync(connection: Connection, entity: Entity, work_mem: str) -> bool:
     # Every sync takes both entities' locks, always in the same order. A patients
     # sync writes payments (orphan links) and a payments sync writes patients
     # (totals), so two syncs of different entities side by side could deadlock on
-    # row locks; and a big first load rebuilds its table's indexes and
-    # constraints (see `apply_patients` / `apply_payments`).
+    # row locks; and a big first load replaces its table, and possibly the other
+    # table's foreign key, at its end (see `swap_in_built_tables`).
     for key in sorted(LOCK_KEYS.values()):
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=key)
     connection.run(f"SET LOCAL work_mem = '{work_mem}'")
