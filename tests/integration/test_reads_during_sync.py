@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -38,7 +39,7 @@ def patients(count: int, *, prefix: str = "") -> list[dict[str, Any]]:
 
 
 def payments(count: int, *, amount: str = "10.00") -> list[dict[str, Any]]:
-    # Every tenth payment's patient is unknown: an orphan.
+    # The payments of p40 to p43 (4 in every 44) wait for their patient: orphans.
     return [
         {"externalId": f"pay{i}", "amount": Decimal(amount), "patientId": f"p{i % (PATIENTS + 4)}"}
         for i in range(count)
@@ -100,8 +101,8 @@ class PausedSync:
 
 
 @pytest.fixture
-def reader(conn: pg8000.native.Connection) -> Any:
-    """A read API connection that gives up instead of waiting for any lock."""
+def reader(conn: pg8000.native.Connection) -> Iterator[Connection]:
+    """A read API connection (on the emptied replica) that gives up instead of waiting for any lock."""
     connection = connect()
     connection.run(f"SET lock_timeout = '{READ_LOCK_TIMEOUT}'")
     yield connection
