@@ -265,7 +265,7 @@ def _can_build_beside(connection: Connection, table: str) -> bool:
 def swap_in_built_tables(connection: Connection) -> None:
     """Put each table a bulk first load built (see `_built_beside`) in place of the live,
     empty one. Call it last before the commit: from here on the tables are locked
-    ACCESS EXCLUSIVE, so reads wait the few milliseconds until the commit."""
+    ACCESS EXCLUSIVE, so reads wait until the commit."""
     built = connection.run(
         """SELECT c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = :schema AND c.relkind = 'r'""",
@@ -277,45 +277,54 @@ def swap_in_built_tables(connection: Connection) -> None:
         "SELECT set_config('search_path', replace(current_setting('search_path'), :prefix, ''), true)",
         prefix=f"{BUILD_SCHEMA}, ",
     )
+    # Everything is prepared before the lock; under it, one statement does the swap.
+    locked: set[str] = set()
+    swap: list[str] = []
     for table, build_oid in built:
         # The live table, the tables its keys reference and the tables referencing it.
-        related = connection.run(
-            """SELECT CAST(:table AS regclass)::text
-               UNION SELECT confrelid::regclass::text FROM pg_constraint
-                     WHERE conrelid IN (CAST(:table AS regclass), CAST(:build AS oid)) AND contype = 'f'
-               UNION SELECT conrelid::regclass::text FROM pg_constraint
-                     WHERE confrelid = CAST(:table AS regclass) AND contype = 'f'
-               ORDER BY 1""",
-            table=table,
-            build=build_oid,
+        locked.update(
+            name
+            for [name] in connection.run(
+                """SELECT CAST(:table AS regclass)::text
+                   UNION SELECT confrelid::regclass::text FROM pg_constraint
+                         WHERE conrelid IN (CAST(:table AS regclass), CAST(:build AS oid)) AND contype = 'f'
+                   UNION SELECT conrelid::regclass::text FROM pg_constraint
+                         WHERE confrelid = CAST(:table AS regclass) AND contype = 'f'""",
+                table=table,
+                build=build_oid,
+            )
         )
-        _lock_exclusive(connection, [name for [name] in related])
+        # Foreign keys of other tables referencing it move to the new table.
         referencing = connection.run(
-            """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
-               WHERE confrelid = CAST(:table AS regclass) AND conrelid <> confrelid""",
+            """SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
+                      format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,
+                             pg_get_constraintdef(oid))
+               FROM pg_constraint WHERE confrelid = CAST(:table AS regclass) AND conrelid <> confrelid""",
             table=table,
         )
         [[schema]] = connection.run(
             "SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = CAST(:table AS regclass)", table=table
         )
-        for other, name, _ in referencing:
-            connection.run(f'ALTER TABLE {other} DROP CONSTRAINT "{name}"')
-        connection.run(f"DROP TABLE {schema}.{table}")
-        connection.run(f"ALTER TABLE {BUILD_SCHEMA}.{table} SET SCHEMA {schema}")
-        for other, name, definition in referencing:
-            connection.run(f'ALTER TABLE {other} ADD CONSTRAINT "{name}" {definition}')
-    connection.run(f"DROP SCHEMA {BUILD_SCHEMA}")
+        swap += [drop for drop, _ in referencing]
+        swap += [f"DROP TABLE {schema}.{table}", f"ALTER TABLE {BUILD_SCHEMA}.{table} SET SCHEMA {schema}"]
+        swap += [add for _, add in referencing]
+    swap.append(f"DROP SCHEMA {BUILD_SCHEMA}")
+    restore_lock_timeout = _lock_exclusive(connection, sorted(locked))
+    connection.run(f"DO $swap$ BEGIN {'; '.join([*swap, restore_lock_timeout])}; END $swap$")
 
 
-def _lock_exclusive(connection: Connection, tables: list[str]) -> None:
-    """LOCK `tables` IN ACCESS EXCLUSIVE MODE without queueing reads behind a long wait.
+def _lock_exclusive(connection: Connection, tables: list[str]) -> str:
+    """LOCK `tables` IN ACCESS EXCLUSIVE MODE without queueing reads behind a long wait;
+    returns the PL/pgSQL statement that puts lock_timeout back.
 
     A lock request waiting for a long read would make every new read wait too; so
     each try gives up after SWAP_LOCK_TIMEOUT, lets the queued reads run, and tries
     again. After SWAP_LOCK_TRIES it waits as long as it takes.
     """
     statement = f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE"
-    [[previous]] = connection.run("SELECT current_setting('lock_timeout')")
+    [[restore]] = connection.run(
+        "SELECT format('PERFORM set_config(%L, %L, true)', 'lock_timeout', current_setting('lock_timeout'))"
+    )
     for _ in range(SWAP_LOCK_TRIES):
         connection.run("SAVEPOINT swap_lock")
         connection.run(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
@@ -327,10 +336,11 @@ def _lock_exclusive(connection: Connection, tables: list[str]) -> None:
             connection.run("ROLLBACK TO SAVEPOINT swap_lock")
             time.sleep(SWAP_LOCK_PAUSE_SECONDS)
             continue
-        connection.run("RELEASE SAVEPOINT swap_lock")  # the locks stay with the transaction
-        connection.run("SELECT set_config('lock_timeout', :previous, true)", previous=previous)
-        return
+        # The savepoint stays open (the commit ends it, keeping its locks): one
+        # round trip less while reads wait.
+        return restore
     connection.run(statement)
+    return restore
 
 
 def _sqlstate(exc: DatabaseError) -> str | None:
