@@ -41,6 +41,7 @@ class Size:
 
 SIZES = {
     "S": Size("S", 10_000, 50_000),
+    "R": Size("R", 100_000, 300_000),  # both first loads take the bulk path (reads during them)
     "M": Size("M", 100_000, 1_000_000),
     "L": Size("L", 1_000_000, 10_000_000),
 }

@@ -2,8 +2,9 @@
 
 In one run: generate (or reuse) the snapshots, measure the COPY floor, run the
 real reconcile (first load, identical re-sync, next-day re-sync; patients then
-payments; each sync in its own child process), verify the replica after every
-phase, measure reads through the handlers at S and at the chosen size and the
+payments; each sync in its own child process, while a thread times the read
+handlers against the same database), verify the replica after every phase,
+measure reads through the handlers at S and at the chosen size and the
 handlers' cold import; print the tables and the targets, save
 bench/results/<SIZE>.json and rewrite BENCHMARKS.md from every saved size.
 Exits non-zero when the replica does not match the snapshots.
@@ -25,6 +26,7 @@ from typing import Any
 from bench import report, steps
 from bench.database import Server, bench_server, table_writes
 from bench.generate import DEFAULT_SEED, SIZES, Dataset, Size, ensure_dataset
+from bench.read_load import ReadsDuringSync, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -109,7 +111,8 @@ def run_syncs(url: str, dataset: Dataset, problems: list[str]) -> tuple[list[dic
             path = dataset.path(entity, day)
             before = table_writes(url)
             _log(f"sync: {phase} {entity} ({path.name})")
-            result = steps.in_child(steps.sync, url, entity, str(path))
+            with ReadsDuringSync(url, dataset.manifest["base"]["patients"]) as reads:
+                result = steps.in_child(steps.sync, url, entity, str(path))
             written = _settled_writes(url, before)
             result.update(phase=phase, entity=entity, written=written)
             result["rows_written"] = sum(sum(kinds.values()) for kinds in written.values())
@@ -118,6 +121,8 @@ def run_syncs(url: str, dataset: Dataset, problems: list[str]) -> tuple[list[dic
                 if summary.get(key) != value:
                     problems.append(f"{phase} {entity}: summary {key} = {summary.get(key)}, expected {value}")
             _log(f"  {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, {summary}")
+            result["reads_during"] = reads.summary()
+            _log(f"  reads during {phase} {entity}: {verdict(result['reads_during'])}")
             syncs.append(result)
         _log(f"verify: after {phase}")
         clock = time.perf_counter()

@@ -8,9 +8,12 @@ the same `updated` / `deleted` timestamp.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from pg8000.exceptions import DatabaseError
 
 from paysync.dal.db import Connection
 from paysync.errors import RecordError
@@ -63,8 +66,8 @@ def begin_sync(connection: Connection, entity: Entity, work_mem: str) -> bool:
     # Every sync takes both entities' locks, always in the same order. A patients
     # sync writes payments (orphan links) and a payments sync writes patients
     # (totals), so two syncs of different entities side by side could deadlock on
-    # row locks; and a big first load rebuilds its table's indexes and
-    # constraints (see `apply_patients` / `apply_payments`).
+    # row locks; and a big first load replaces its table, and possibly the other
+    # table's foreign key, at its end (see `swap_in_built_tables`).
     for key in sorted(LOCK_KEYS.values()):
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=key)
     connection.run(f"SET LOCAL work_mem = '{work_mem}'")
@@ -158,38 +161,191 @@ def diff_snapshot(connection: Connection, entity: Entity) -> Changes:
     )
 
 
-# A first load at least this big inserts into the bare table and builds its
-# indexes and constraints afterwards: one sorted build per index instead of
-# millions of random inserts (and their WAL), several times faster.
+# A first load at least this big is built in an unindexed copy of the table,
+# whose indexes and constraints are built afterwards: one sorted build per
+# index instead of millions of random index inserts (and their WAL), several
+# times faster.
 BULK_LOAD_MIN_ROWS = 100_000
+
+# The schema holding a bulk first load's new table until `swap_in_built_tables`.
+BUILD_SCHEMA = "paysync_build"
+# Taking the swap's ACCESS EXCLUSIVE locks: each try waits at most this long (a
+# waiting lock request queues every read behind it), then lets reads through.
+SWAP_LOCK_TIMEOUT = "20ms"
+SWAP_LOCK_TRIES = 50
+SWAP_LOCK_PAUSE_SECONDS = 0.1
 
 
 @contextmanager
-def _indexes_built_after(connection: Connection, table: str, bulk: bool) -> Iterator[None]:
-    """Within the block, `table` has no indexes or constraints but its primary key (when `bulk`)."""
-    if not bulk:
+def _built_beside(connection: Connection, table: str, bulk: bool) -> Iterator[None]:
+    """Within the block (when `bulk` and possible), `table` names an unindexed copy of the empty
+    table; after it, the copy gets the table's indexes and constraints. `swap_in_built_tables`
+    puts it in place.
+
+    Why not drop and re-add the indexes in place: every lock lasts until the sync
+    commits, and dropping an index or a constraint takes ACCESS EXCLUSIVE on the
+    table (and, for a foreign key, on the table it references), which blocks every
+    read for the whole load. Here the live table is only read (ACCESS SHARE) until
+    the swap; CREATE INDEX locks only the copy (SHARE) and a foreign key added to
+    the copy takes SHARE ROW EXCLUSIVE on the referenced table, which blocks
+    writers (other syncs wait on the advisory locks anyway), not readers. The swap
+    is the only ACCESS EXCLUSIVE moment, and it comes right before the commit.
+    """
+    if not bulk or not _can_build_beside(connection, table):
         yield
         return
     # Definitions are read from the catalog, so the migrations stay their only source.
-    dropped = connection.run(
+    [[schema]] = connection.run(
+        "SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = CAST(:table AS regclass)", table=table
+    )
+    build = f"{BUILD_SCHEMA}.{table}"
+    # Statements run before the insert (rank 0) or after it, in rank order.
+    ddl = connection.run(
         """
-        SELECT contype = 'f', format('ALTER TABLE %I DROP CONSTRAINT %I', t.name, conname),
-               format('ALTER TABLE %I ADD CONSTRAINT %I %s', t.name, conname, pg_get_constraintdef(c.oid))
-        FROM pg_constraint c, (SELECT CAST(:table AS text) AS name) t
-        WHERE c.conrelid = CAST(t.name AS regclass) AND c.contype IN ('u', 'f')
+        SELECT 0, format('ALTER TABLE %s SET (%s)', CAST(:build AS text), array_to_string(reloptions, ', '))
+        FROM pg_class WHERE oid = CAST(:table AS regclass) AND reloptions IS NOT NULL
         UNION ALL
-        SELECT false, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
-        FROM pg_index i
-        WHERE i.indrelid = CAST(CAST(:table AS text) AS regclass) AND NOT i.indisprimary
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid)""",
+        SELECT 0, format('GRANT %s ON %s TO %s', a.privilege_type, CAST(:build AS text),
+                         CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END)
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = CAST(:table AS regclass) AND a.grantee <> c.relowner
+        UNION ALL
+        SELECT 1, format('CREATE %sINDEX %I ON %s USING %s', CASE WHEN i.indisunique THEN 'UNIQUE ' END,
+                         c.relname, CAST(:build AS text), substring(pg_get_indexdef(i.indexrelid) FROM ' USING (.*)$'))
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = CAST(:table AS regclass)
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = i.indrelid AND k.conindid = i.indexrelid)
+        UNION ALL
+        -- Foreign keys last: each is one join, run once the keys exist.
+        SELECT CASE WHEN contype = 'f' THEN 3 ELSE 2 END,
+               format('ALTER TABLE %s ADD CONSTRAINT %I %s', CAST(:build AS text), conname, pg_get_constraintdef(oid))
+        FROM pg_constraint WHERE conrelid = CAST(:table AS regclass) AND contype IN ('p', 'u', 'x', 'f')
+        ORDER BY 1""",
+        table=table,
+        build=build,
+    )
+    connection.run(f"CREATE SCHEMA {BUILD_SCHEMA}")
+    connection.run(f"CREATE TABLE {build} (LIKE {schema}.{table} INCLUDING ALL EXCLUDING INDEXES)")
+    for rank, statement in ddl:
+        if rank == 0:
+            connection.run(statement)
+    # Until the swap, the rest of the sync (the insert, totals, statistics) finds
+    # the new table under the table's own name.
+    connection.run(
+        "SELECT set_config('search_path', CAST(:schema AS text) || ', ' || current_setting('search_path'), true)",
+        schema=BUILD_SCHEMA,
+    )
+    yield
+    for rank, statement in ddl:
+        if rank > 0:
+            connection.run(statement)
+
+
+def _can_build_beside(connection: Connection, table: str) -> bool:
+    """Whether the swap can replace `table` safely and at once: no view or trigger
+    depends on it, and every other table whose foreign key references it is empty
+    (the key is re-added at the swap, where its check must cost nothing)."""
+    [[blocked]] = connection.run(
+        """
+        SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(:table AS regclass) AND NOT tgisinternal)
+            OR EXISTS (SELECT 1 FROM pg_depend WHERE refobjid = CAST(:table AS regclass)
+                       AND classid = CAST('pg_rewrite' AS regclass))""",
         table=table,
     )
-    for _, drop, _ in dropped:
-        connection.run(drop)
-    yield
-    # Foreign keys last: their check is one join, run once the indexes exist.
-    for _, _, create in sorted(dropped, key=lambda row: row[0]):
-        connection.run(create)
+    referencing = connection.run(
+        """SELECT DISTINCT conrelid::regclass::text FROM pg_constraint
+           WHERE confrelid = CAST(:table AS regclass) AND conrelid <> confrelid""",
+        table=table,
+    )
+    return not blocked and not any(
+        connection.run(f"SELECT EXISTS (SELECT 1 FROM {other})")[0][0] for [other] in referencing
+    )
+
+
+def swap_in_built_tables(connection: Connection) -> None:
+    """Put each table a bulk first load built (see `_built_beside`) in place of the live,
+    empty one. Call it last before the commit: from here on the tables are locked
+    ACCESS EXCLUSIVE, so reads wait until the commit."""
+    built = connection.run(
+        """SELECT c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = :schema AND c.relkind = 'r'""",
+        schema=BUILD_SCHEMA,
+    )
+    if not built:
+        return
+    connection.run(
+        "SELECT set_config('search_path', replace(current_setting('search_path'), :prefix, ''), true)",
+        prefix=f"{BUILD_SCHEMA}, ",
+    )
+    # Everything is prepared before the lock; under it, one statement does the swap.
+    locked: set[str] = set()
+    swap: list[str] = []
+    for table, build_oid in built:
+        # The live table, the tables its keys reference and the tables referencing it.
+        locked.update(
+            name
+            for [name] in connection.run(
+                """SELECT CAST(:table AS regclass)::text
+                   UNION SELECT confrelid::regclass::text FROM pg_constraint
+                         WHERE conrelid IN (CAST(:table AS regclass), CAST(:build AS oid)) AND contype = 'f'
+                   UNION SELECT conrelid::regclass::text FROM pg_constraint
+                         WHERE confrelid = CAST(:table AS regclass) AND contype = 'f'""",
+                table=table,
+                build=build_oid,
+            )
+        )
+        # Foreign keys of other tables referencing it move to the new table.
+        referencing = connection.run(
+            """SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
+                      format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,
+                             pg_get_constraintdef(oid))
+               FROM pg_constraint WHERE confrelid = CAST(:table AS regclass) AND conrelid <> confrelid""",
+            table=table,
+        )
+        [[schema]] = connection.run(
+            "SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = CAST(:table AS regclass)", table=table
+        )
+        swap += [drop for drop, _ in referencing]
+        swap += [f"DROP TABLE {schema}.{table}", f"ALTER TABLE {BUILD_SCHEMA}.{table} SET SCHEMA {schema}"]
+        swap += [add for _, add in referencing]
+    swap.append(f"DROP SCHEMA {BUILD_SCHEMA}")
+    restore_lock_timeout = _lock_exclusive(connection, sorted(locked))
+    connection.run(f"DO $swap$ BEGIN {'; '.join([*swap, restore_lock_timeout])}; END $swap$")
+
+
+def _lock_exclusive(connection: Connection, tables: list[str]) -> str:
+    """LOCK `tables` IN ACCESS EXCLUSIVE MODE without queueing reads behind a long wait;
+    returns the PL/pgSQL statement that puts lock_timeout back.
+
+    A lock request waiting for a long read would make every new read wait too; so
+    each try gives up after SWAP_LOCK_TIMEOUT, lets the queued reads run, and tries
+    again. After SWAP_LOCK_TRIES it waits as long as it takes.
+    """
+    statement = f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE"
+    [[restore]] = connection.run(
+        "SELECT format('PERFORM set_config(%L, %L, true)', 'lock_timeout', current_setting('lock_timeout'))"
+    )
+    for _ in range(SWAP_LOCK_TRIES):
+        connection.run("SAVEPOINT swap_lock")
+        connection.run(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+        try:
+            connection.run(statement)
+        except DatabaseError as exc:
+            if _sqlstate(exc) != "55P03":  # lock_not_available
+                raise
+            connection.run("ROLLBACK TO SAVEPOINT swap_lock")
+            time.sleep(SWAP_LOCK_PAUSE_SECONDS)
+            continue
+        # The savepoint stays open (the commit ends it, keeping its locks): one
+        # round trip less while reads wait.
+        return restore
+    connection.run(statement)
+    return restore
+
+
+def _sqlstate(exc: DatabaseError) -> str | None:
+    details = exc.args[0] if exc.args else None
+    return details.get("C") if isinstance(details, dict) else None
 
 
 def apply_patients(connection: Connection, bulk: bool = False) -> None:
@@ -208,7 +364,7 @@ def apply_patients(connection: Connection, bulk: bool = False) -> None:
         FROM diff_patients d WHERE d.action IN ('u', 'r') AND t.id = d.id"""
     )
     # New rows get ids in snapshot order.
-    with _indexes_built_after(connection, "patients", bulk):
+    with _built_beside(connection, "patients", bulk):
         connection.run(
             """
             INSERT INTO patients (external_id, first_name, last_name, middle_name, date_of_birth)
@@ -262,7 +418,7 @@ def apply_payments(connection: Connection, bulk: bool = False) -> None:
         SELECT old_patient_id FROM written UNION SELECT new_patient_id FROM written"""
     )
     # New rows get ids in snapshot order.
-    with _indexes_built_after(connection, "payments", bulk):
+    with _built_beside(connection, "payments", bulk):
         connection.run(
             """
             WITH added AS (
