@@ -156,13 +156,13 @@ def test_the_sync_role_runs_full_syncs_including_a_bulk_first_load(conn, syncer,
     monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", 1)  # the samples take the bulk path
     schema_before = indexes_and_constraints(conn)
     bulk_loads = []
-    original = merge._indexes_built_after
+    original = merge._built_beside
 
     def spy(connection, table, bulk):
         bulk_loads.append((table, bulk))
         return original(connection, table, bulk)
 
-    monkeypatch.setattr(merge, "_indexes_built_after", spy)
+    monkeypatch.setattr(merge, "_built_beside", spy)
 
     patients = reconcile_snapshot("patients", io.BytesIO(sample_bytes("patients")), source="s3", connection=syncer)
     payments = reconcile_snapshot("payments", io.BytesIO(sample_bytes("payments")), source="s3", connection=syncer)
@@ -170,6 +170,17 @@ def test_the_sync_role_runs_full_syncs_including_a_bulk_first_load(conn, syncer,
     assert bulk_loads == [("patients", True), ("payments", True)]
     assert (patients.status, patients.inserted, payments.status, payments.inserted) == ("applied", 4, "applied", 6)
     assert indexes_and_constraints(conn) == schema_before  # rebuilt exactly as the migrations made them
+    # The swapped-in tables (and their identity sequences) keep the owner and the grants.
+    assert conn.run(
+        """SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c
+           WHERE c.relnamespace = CAST('public' AS regnamespace) AND c.relname IN ('patients', 'payments',
+                 'patients_id_seq', 'payments_id_seq') ORDER BY 1"""
+    ) == [[name, "paysync_owner"] for name in ("patients", "patients_id_seq", "payments", "payments_id_seq")]
+    assert conn.run(
+        """SELECT has_table_privilege('paysync_read', 'payments', 'SELECT'),
+                  has_table_privilege('paysync_read', 'payments', 'INSERT'),
+                  has_table_privilege('paysync_sync', 'patients', 'UPDATE')"""
+    ) == [[True, False, True]]
     assert conn.run("SELECT count(*) FROM sync_runs WHERE status = 'applied'") == [[2]]
 
     # A later sync (updates and soft deletes, the ordinary path) works too.

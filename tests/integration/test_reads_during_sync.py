@@ -305,8 +305,12 @@ def test_a_first_load_of_patients_after_their_payments_inserts_in_place(
     assert all(row["payments_total"] > 0 for row in read_api(reader)["patients"])
 
 
-def _build_schema_exists(conn: pg8000.native.Connection) -> bool:
-    return conn.run("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :name)", name=merge.BUILD_SCHEMA)[0][0]
+def _build_schema_holds_tables(conn: pg8000.native.Connection) -> bool:
+    return conn.run(
+        """SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                          WHERE n.nspname = :name)""",
+        name=merge.BUILD_SCHEMA,
+    )[0][0]
 
 
 def test_a_bulk_first_load_as_a_dry_run_leaves_the_table_as_it_was(
@@ -321,7 +325,7 @@ def test_a_bulk_first_load_as_a_dry_run_leaves_the_table_as_it_was(
     assert (summary.status, summary.inserted) == ("applied", PAYMENTS)
     assert conn.run("SELECT count(*) FROM payments") == [[0]]
     assert conn.run("SELECT CAST('public.payments' AS regclass)::oid") == table
-    assert not _build_schema_exists(conn)
+    assert not _build_schema_holds_tables(conn)
 
 
 def test_a_bulk_first_load_that_fails_late_leaves_the_table_as_it_was(
@@ -343,7 +347,7 @@ def test_a_bulk_first_load_that_fails_late_leaves_the_table_as_it_was(
     assert conn.run("SELECT count(*) FROM payments") == [[0]]
     assert conn.run("SELECT CAST('public.payments' AS regclass)::oid") == table
     assert conn.run("SELECT external_id, payments_total FROM patients ORDER BY id") == before
-    assert not _build_schema_exists(conn)
+    assert not _build_schema_holds_tables(conn)
     assert conn.run("SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1") == [["failed"]]
     # and the next attempt loads it
     assert sync("payments", payments(PAYMENTS)).inserted == PAYMENTS

@@ -94,8 +94,10 @@ def create_resolver() -> APIGatewayRestResolver:
     @app.exception_handler(DatabaseError)
     def handle_database_error(error: DatabaseError) -> Response:
         sqlstate = sqlstate_of(error)
-        if sqlstate.startswith(DATA_EXCEPTION):
-            # Parameters are range-checked before any query; this is the net under that check.
+        if sqlstate.startswith(DATA_EXCEPTION) and app.current_event.http_method == "GET":
+            # Read parameters are range-checked before any query; this is the net under that
+            # check. A sync validates its data before it touches a table, so a data error
+            # there is a bug: a 500, and the sync is recorded as failed.
             logger.warning("database refused a value", extra={"sqlstate": sqlstate})
             return error_response(InvalidRequest("a parameter is outside the range the database accepts"))
         if sqlstate.startswith(UNAVAILABLE):

@@ -167,7 +167,8 @@ def diff_snapshot(connection: Connection, entity: Entity) -> Changes:
 # times faster.
 BULK_LOAD_MIN_ROWS = 100_000
 
-# The schema holding a bulk first load's new table until `swap_in_built_tables`.
+# The schema holding a bulk first load's new table until `swap_in_built_tables` (made by the
+# migrations and owned by the tables' owner, so a sync needs no right to create schemas).
 BUILD_SCHEMA = "paysync_build"
 # Taking the swap's ACCESS EXCLUSIVE locks: each try waits at most this long (a
 # waiting lock request queues every read behind it), then lets reads through.
@@ -195,8 +196,10 @@ def _built_beside(connection: Connection, table: str, bulk: bool) -> Iterator[No
         yield
         return
     # Definitions are read from the catalog, so the migrations stay their only source.
-    [[schema]] = connection.run(
-        "SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = CAST(:table AS regclass)", table=table
+    [[schema, owner]] = connection.run(
+        """SELECT relnamespace::regnamespace::text, quote_ident(pg_get_userbyid(relowner))
+           FROM pg_class WHERE oid = CAST(:table AS regclass)""",
+        table=table,
     )
     build = f"{BUILD_SCHEMA}.{table}"
     # Statements run before the insert (rank 0) or after it, in rank order.
@@ -224,8 +227,10 @@ def _built_beside(connection: Connection, table: str, bulk: bool) -> Iterator[No
         table=table,
         build=build,
     )
-    connection.run(f"CREATE SCHEMA {BUILD_SCHEMA}")
     connection.run(f"CREATE TABLE {build} (LIKE {schema}.{table} INCLUDING ALL EXCLUDING INDEXES)")
+    # The replacement belongs to the live table's owner (with its identity sequence), whoever
+    # runs the sync: the sync's login is a member of that role, not the role itself.
+    connection.run(f"ALTER TABLE {build} OWNER TO {owner}")
     for rank, statement in ddl:
         if rank == 0:
             connection.run(statement)
@@ -308,7 +313,6 @@ def swap_in_built_tables(connection: Connection) -> None:
         swap += [drop for drop, _ in referencing]
         swap += [f"DROP TABLE {schema}.{table}", f"ALTER TABLE {BUILD_SCHEMA}.{table} SET SCHEMA {schema}"]
         swap += [add for _, add in referencing]
-    swap.append(f"DROP SCHEMA {BUILD_SCHEMA}")
     restore_lock_timeout = _lock_exclusive(connection, sorted(locked))
     connection.run(f"DO $swap$ BEGIN {'; '.join([*swap, restore_lock_timeout])}; END $swap$")
 
