@@ -292,5 +292,15 @@ absolute milliseconds of one run are not.
 """
 
 
-def render_document(every_size: dict[str, dict[str, Any]]) -> str:
-    return HEADER + "\n" + "\n".join(render_size(results, every_size) for results in every_size.values())
+# Sections of BENCHMARKS.md that `make bench` does not produce (measured by `make smoke`): kept as
+# they are when the document is rewritten.
+KEPT_SECTION = "## Cold import from the build"
+
+
+def render_document(every_size: dict[str, dict[str, Any]], previous: str = "") -> str:
+    """BENCHMARKS.md from the saved results, keeping the hand-made sections of `previous`."""
+    document = HEADER + "\n" + "\n".join(render_size(results, every_size) for results in every_size.values())
+    start = previous.find(KEPT_SECTION)
+    if start >= 0:
+        document = document.rstrip("\n") + "\n\n" + previous[start:]
+    return document

@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS_DIR / f"{size.name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     every_size = report.load_results(RESULTS_DIR)
     print(report.render_size(results, every_size))
-    (ROOT / "BENCHMARKS.md").write_text(report.render_document(every_size))
+    document = ROOT / "BENCHMARKS.md"
+    previous = document.read_text() if document.exists() else ""
+    document.write_text(report.render_document(every_size, previous))
     _log(f"wrote {RESULTS_DIR / (size.name + '.json')} and BENCHMARKS.md")
     if problems:
         print("\nVERIFICATION FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
