@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from moto.backends import get_backend
 
-from devserver import s3 as devserver_s3
 from devserver.apigateway import proxy_event as api_event
 from paysync.cli import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, main
 from paysync.uploads import snapshot_key
 from tests.conftest import TEST_BUCKET, body_of, table_state
+from tests.integration.test_s3_sync import s3_event
 
 OLDER = [
     {"firstName": "Old", "lastName": "Lee", "dateOfBirth": "1980-01-02", "externalId": "1"},
@@ -51,17 +51,7 @@ def put(s3, key: str, records: list[dict] | bytes, last_modified: datetime) -> s
 
 
 def deliver(invoke, key: str, version: str, sequencer: str | None = None) -> tuple[str, str | None]:
-    event = devserver_s3.s3_event(
-        bucket=TEST_BUCKET,
-        region="us-east-1",
-        key=key,
-        size=1,
-        etag="x",
-        version_id=version,
-        event_name="ObjectCreated:Put",
-        sequencer=sequencer,
-    )
-    [result] = invoke("reconcile", event)["objects"]
+    [result] = invoke("reconcile", s3_event(key, version, sequencer))["objects"]
     return result["status"], result["code"]
 
 

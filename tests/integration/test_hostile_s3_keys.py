@@ -7,9 +7,9 @@ from urllib.parse import quote
 
 import pytest
 
-from devserver import s3 as devserver_s3
 from paysync.uploads import entity_of_key
 from tests.conftest import TEST_BUCKET, sample_bytes, table_state
+from tests.integration.test_s3_sync import s3_event
 
 # key -> the entity recorded (the first segment when it names one exactly, else None)
 HOSTILE_KEYS = {
@@ -60,22 +60,10 @@ HOSTILE_KEYS = {
 HOSTILE_KEYS.pop("patients/x/..json")
 
 
-def event(key: str, version: str | None) -> dict:
-    return devserver_s3.s3_event(
-        bucket=TEST_BUCKET,
-        region="us-east-1",
-        key=key,
-        size=1,
-        etag="x",
-        version_id=version,
-        event_name="ObjectCreated:Put",
-    )
-
-
 @pytest.fixture
 def loaded(conn, s3, invoke):
     version = s3.put_object(Bucket=TEST_BUCKET, Key="patients/base.json", Body=sample_bytes("patients"))["VersionId"]
-    [result] = invoke("reconcile", event("patients/base.json", version))["objects"]
+    [result] = invoke("reconcile", s3_event("patients/base.json", version))["objects"]
     assert result["status"] == "applied"
     return conn
 
@@ -84,7 +72,7 @@ def loaded(conn, s3, invoke):
 def test_hostile_key_is_recorded_as_skipped(loaded, s3, invoke, key):
     before = table_state(loaded)
 
-    [result] = invoke("reconcile", event(key, "v1"))["objects"]
+    [result] = invoke("reconcile", s3_event(key, "v1"))["objects"]
 
     assert (result["status"], result["code"]) == ("skipped", "not_a_snapshot_key")
     assert table_state(loaded) == before
@@ -102,7 +90,7 @@ def test_hostile_key_is_recorded_as_skipped(loaded, s3, invoke, key):
     ["patients/%2E%2E/payments/x.json", "patients/%2e/x.json", "patients/x.json%00", "patients%2Fx.JSON"],
 )
 def test_percent_encoded_hostile_keys_are_decoded_once_and_skipped(loaded, invoke, encoded):
-    raw = event("placeholder", "v1")
+    raw = s3_event("placeholder", "v1")
     raw["Records"][0]["s3"]["object"]["key"] = encoded
     before = table_state(loaded)
 
@@ -134,7 +122,7 @@ def test_snapshot_keys_are_accepted(key):
 def test_a_literal_percent_sequence_in_a_real_key_is_not_decoded_twice(conn, s3, invoke):
     key = "patients/%2E%2E.json"
     version = s3.put_object(Bucket=TEST_BUCKET, Key=key, Body=sample_bytes("patients"))["VersionId"]
-    raw = event(key, version)
+    raw = s3_event(key, version)
     assert raw["Records"][0]["s3"]["object"]["key"] == quote(key, safe="/").replace("%20", "+")
 
     [result] = invoke("reconcile", raw)["objects"]

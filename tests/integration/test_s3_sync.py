@@ -18,7 +18,7 @@ from paysync.uploads import snapshot_key
 from tests.conftest import TEST_BUCKET, body_of, sample_bytes, table_state
 
 
-def s3_event(key: str, version_id: str | None) -> dict:
+def s3_event(key: str, version_id: str | None, sequencer: str | None = None) -> dict:
     """An S3 ObjectCreated:Put notification as S3 sends it (key URL-encoded)."""
     return devserver_s3.s3_event(
         bucket=TEST_BUCKET,
@@ -28,6 +28,7 @@ def s3_event(key: str, version_id: str | None) -> dict:
         etag="x",
         version_id=version_id,
         event_name="ObjectCreated:Put",
+        sequencer=sequencer,
     )
 
 
