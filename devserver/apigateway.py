@@ -239,12 +239,12 @@ class ApiGateway:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """One request -> (status, headers, body)."""
         path = urlsplit(target).path or "/"
-        documentation = docs.serve(method, path)  # /docs, /openapi.yaml, /openapi.json
-        if documentation is not None:
-            return documentation
         local = self.local_routes.get((method, path))
         if local is not None:
             return local(method, target, headers, body)
+        documentation = docs.serve(method, path)  # /docs, /openapi.yaml, /openapi.json
+        if documentation is not None:
+            return documentation
         route, path_parameters, allowed = match_route(self.routes, method, path)
         if not allowed:
             return 404, [], error_body("not_found", f"no route for {method} {unquote(path)}")

@@ -130,13 +130,25 @@ class LocalStack:
         from paysync import errors
         from paysync.cli import connect_checked
         from paysync.dal.db import close_quietly, parse_database_url
+        from paysync.observability import logger as paysync_logger
 
+        # The library's own warning (which names the host) would be a second line.
+        level = paysync_logger.log_level
+        paysync_logger.setLevel("ERROR")
         try:
-            close_quietly(connect_checked(parse_database_url(self.database_url)))
+            params = parse_database_url(self.database_url)
+            close_quietly(connect_checked(params))
         except ValueError as exc:
             raise DatabaseUnavailable(f"invalid DATABASE_URL: {exc}") from None
         except errors.DatabaseUnavailable as exc:
-            raise DatabaseUnavailable(exc.message) from None
+            # Locally the host is the user's own: name it (API answers never do).
+            message = exc.message
+            if not message.startswith("the database at"):
+                where = params.unix_sock or f"{params.host}:{params.port}"
+                message = f"the database at {where} is unreachable; retry later"
+            raise DatabaseUnavailable(message) from None
+        finally:
+            paysync_logger.setLevel(level)
 
     def _configure_environment(self) -> None:
         # Before any boto3 client or paysync setting exists: handlers read these once per process.

@@ -519,12 +519,12 @@ class TestSnapshotTime:
 
 
 def test_rejection_naming_an_external_id_with_nul_is_recorded(conn):
-    """PostgreSQL jsonb cannot hold NUL: the recorded error shows U+FFFD instead."""
+    """PostgreSQL jsonb cannot hold NUL: the recorded error shows it escaped as \\u0000."""
     bad = io.BytesIO(b'[{"firstName": "A", "lastName": "B", "dateOfBirth": "1980-01-02", "externalId": "x\\u0000y"}]')
 
     with pytest.raises(InvalidSnapshot) as raised:
         reconcile_snapshot("patients", bad, source="cli")
 
     assert raised.value.sync_id is not None
-    assert conn.run("SELECT status, error->'details'->0->>'externalId' FROM sync_runs") == [["rejected", "x\ufffdy"]]
+    assert conn.run("SELECT status, error->'details'->0->>'externalId' FROM sync_runs") == [["rejected", "x\\u0000y"]]
     assert conn.run("SELECT count(*) FROM patients") == [[0]]
