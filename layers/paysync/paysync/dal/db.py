@@ -28,6 +28,9 @@ Connection = pg8000.native.Connection
 APPLICATION_NAME = "paysync"
 CONNECT_TIMEOUT_SECONDS = 10
 SYNC_STATEMENT_SECONDS = 900  # Lambda's limit: no sync outlives its invocation
+# SQLSTATE class 28, invalid authorization: a wrong password (28P01) or a login the server
+# (or RDS Proxy) does not accept (28000).
+LOGIN_REFUSED = "28"
 
 
 @dataclass(frozen=True)
@@ -89,19 +92,40 @@ def _ssl_context(sslmode: str) -> ssl.SSLContext | None:
     return context
 
 
-def _aws_params(settings: Settings) -> ConnectionParams:
+def _aws_params(settings: Settings, force_fetch: bool = False) -> ConnectionParams:
     # Imported here: only AWS needs Secrets Manager (and boto3's import cost).
     from aws_lambda_powertools.utilities.parameters import get_secret
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
-    secret = get_secret(settings.db_secret_arn, transform="json", max_age=300)
-    return ConnectionParams(
-        user=secret["username"],
-        password=secret["password"],
-        database=settings.db_name,
-        host=settings.db_host or secret["host"],
-        port=settings.db_port,
-        ssl_context=ssl.create_default_context(),  # RDS Proxy: verified TLS
-    )
+    try:
+        secret = get_secret(settings.db_secret_arn, transform="json", max_age=300, force_fetch=force_fetch)
+        return ConnectionParams(
+            user=secret["username"],
+            password=secret["password"],
+            database=settings.db_name,
+            host=settings.db_host or secret["host"],
+            port=settings.db_port,
+            ssl_context=ssl.create_default_context(),  # RDS Proxy: verified TLS
+        )
+    except (GetParameterError, TransformParameterError, KeyError, TypeError) as exc:
+        # AWS's messages name the secret, the caller's role or the endpoint: log the kind only.
+        error_type, error_code = _aws_error_kind(exc)
+        logger.warning("database credentials unavailable", extra={"error_type": error_type, "error_code": error_code})
+    # Raised outside the handler: the chained AWS message would reach the Lambda traceback.
+    raise DatabaseUnavailable("the database credentials cannot be read; retry later")
+
+
+def _aws_error_kind(exc: BaseException) -> tuple[str, str | None]:
+    """The class name and AWS error code of the botocore error behind `exc` (Powertools wraps
+    botocore's errors in its own), else of `exc` itself."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__module__.startswith("botocore"):
+            response = getattr(seen, "response", None)
+            code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+            return type(seen).__name__, code
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__, None
 
 
 def connection_params(settings: Settings | None = None) -> ConnectionParams:
@@ -115,26 +139,64 @@ def connection_params(settings: Settings | None = None) -> ConnectionParams:
 
 
 def connect(params: ConnectionParams | None = None) -> Connection:
-    """A new connection; DatabaseUnavailable when the server cannot be reached."""
-    params = params or connection_params()
+    """A new connection; DatabaseUnavailable when the server cannot be reached or refuses the login.
+
+    With the configured credentials from Secrets Manager, a refused login means the secret
+    may have been rotated since it was cached: it is fetched again, bypassing the cache,
+    and the login is tried once more with what changed.
+    """
+    if params is not None:
+        return _open(params)
+    settings = get_settings()
+    params = connection_params(settings)
+    try:
+        return _open(params)
+    except DatabaseUnavailable as exc:
+        if settings.database_url or not _sqlstate_in(exc).startswith(LOGIN_REFUSED):
+            raise
+        refused = exc
+    fresh = _aws_params(settings, force_fetch=True)
+    if (fresh.user, fresh.password, fresh.host) == (params.user, params.password, params.host):
+        logger.warning("database login refused; the secret is unchanged")
+        raise refused
+    logger.info("database login refused; retrying with the secret fetched again")
+    return _open(fresh)
+
+
+def _open(params: ConnectionParams) -> Connection:
+    where = {"host": params.unix_sock or params.host, "port": params.port}
     try:
         connection = Connection(
             **params.as_kwargs(),
             timeout=CONNECT_TIMEOUT_SECONDS,
             application_name=APPLICATION_NAME,
         )
-    except (InterfaceError, OSError) as exc:
-        # Where the database lives is for the operator's log, never for the client.
-        logger.warning(
-            "database unreachable",
-            extra={"host": params.unix_sock or params.host, "port": params.port, "error": str(exc)},
-        )
+    except (DatabaseError, InterfaceError, OSError) as exc:
+        # Where the database lives is for the operator's log, never for the client; the
+        # password and the URL are in neither.
+        sqlstate = _sqlstate_in(exc)
+        if sqlstate:
+            logger.warning("database refused the connection", extra={**where, "sqlstate": sqlstate})
+            raise DatabaseUnavailable("the database refused the connection; retry later") from exc
+        logger.warning("database unreachable", extra={**where, "error": str(exc)})
         raise DatabaseUnavailable("the database is unreachable; retry later") from exc
     # pg8000 parses dates and timestamps with strptime (~10 µs each: most of the
     # time a 100-row page spends decoding); fromisoformat takes ~0.3 µs.
     connection.register_in_adapter(converters.DATE, _date_in)
     connection.register_in_adapter(converters.TIMESTAMPTZ, _timestamptz_in)
     return connection
+
+
+def _sqlstate_in(exc: BaseException) -> str:
+    """The SQLSTATE of the server's error behind `exc`, or "" when the server sent none."""
+    # pg8000 may raise "network error" after the server's refusal (the socket it closes is
+    # already gone); the refusal is still in the exception chain.
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DatabaseError) and seen.args and isinstance(seen.args[0], dict):
+            return str(seen.args[0].get("C", ""))
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def _date_in(text: str) -> date | str:
