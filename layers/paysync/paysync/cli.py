@@ -23,7 +23,14 @@ from typing import Any, BinaryIO, NoReturn
 from pg8000.exceptions import DatabaseError, InterfaceError
 
 from paysync.config import get_settings
-from paysync.dal.db import Connection, ConnectionParams, close_quietly, connect, parse_database_url
+from paysync.dal.db import (
+    Connection,
+    ConnectionParams,
+    close_quietly,
+    connect,
+    parse_database_url,
+    server_error_in,
+)
 from paysync.errors import DatabaseUnavailable, InvalidRequest, SnapshotRejected
 from paysync.observability import logger
 from paysync.records import ENTITIES
@@ -170,21 +177,10 @@ def connect_checked(params: ConnectionParams) -> Connection:
     except DatabaseError as exc:
         refusal: BaseException | None = exc
     except DatabaseUnavailable as exc:
-        refusal = _refusal_in(exc)
+        refusal = server_error_in(exc)
         if refusal is None:
             raise
     raise DatabaseUnavailable(f"the database at {where} refused the connection: {_server_message(refusal)}")
-
-
-def _refusal_in(exc: BaseException) -> DatabaseError | None:
-    # pg8000 may lose the server's refusal behind "network error" (the socket it closes after
-    # the refusal is already gone); the refusal is still in the exception chain.
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, DatabaseError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _database(args: argparse.Namespace) -> ConnectionParams:

@@ -187,16 +187,22 @@ def _open(params: ConnectionParams) -> Connection:
     return connection
 
 
-def _sqlstate_in(exc: BaseException) -> str:
-    """The SQLSTATE of the server's error behind `exc`, or "" when the server sent none."""
+def server_error_in(exc: BaseException) -> DatabaseError | None:
+    """The server's error behind `exc` (itself, or in its chain), if the server sent one."""
     # pg8000 may raise "network error" after the server's refusal (the socket it closes is
     # already gone); the refusal is still in the exception chain.
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, DatabaseError) and seen.args and isinstance(seen.args[0], dict):
-            return str(seen.args[0].get("C", ""))
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return ""
+    return None
+
+
+def _sqlstate_in(exc: BaseException) -> str:
+    """The SQLSTATE of the server's error behind `exc`, or "" when the server sent none."""
+    error = server_error_in(exc)
+    return str(error.args[0].get("C", "")) if error is not None else ""
 
 
 def _date_in(text: str) -> date | str:
