@@ -438,6 +438,7 @@ class Smoke:
             self.post_snapshots,
             self.reads,
             self.syncs,
+            self.forced,
             self.upload,
             self.s3_puts,
         ]
@@ -519,6 +520,12 @@ class Smoke:
         check(shape == [*expected, ("patients", "applied", "api", True)], f"sync runs: {shape}")
         run = body_of(status(self.send("get_sync.json"), 200))
         check((run["id"], run["entity"], run["received"]) == (1, "patients", 4), f"sync run 1: {run}")
+
+    def forced(self) -> None:
+        summary = body_of(status(self.send("post_forced_payments_dry_run.json"), 200))
+        check((summary["forced"], summary["dryRun"]) == (True, True), f"forced dry run: {summary}")
+        upload = body_of(status(self.send("create_forced_upload.json"), 201))
+        check(upload["headers"] == {"x-amz-meta-paysync-force": "true"}, f"forced upload: {upload}")
 
     def upload(self) -> None:
         upload = body_of(status(self.send("create_upload.json"), 201))

@@ -29,6 +29,8 @@ HANDLER_OF = {
     "post_patients_dry_run.json": "post_patients",
     "post_payments.json": "post_payments",
     "create_upload.json": "create_upload",
+    "post_forced_payments_dry_run.json": "post_forced",
+    "create_forced_upload.json": "create_forced_upload",
     "get_syncs.json": "get_syncs",
     "get_sync.json": "get_syncs",
     "s3_patients_put.json": "reconcile",
@@ -95,6 +97,18 @@ def test_post_patients_dry_run_previews_without_applying(conn, send):
     assert (summary["dryRun"], summary["inserted"]) == (True, 4)
     assert live(conn, "patients") == 0
     assert conn.run("SELECT dry_run, status FROM sync_runs") == [[True, "applied"]]
+
+
+def test_post_forced_payments_dry_run_previews_a_forced_sync(samples, send):
+    before = live(samples, "payments")
+
+    response = send("post_forced_payments_dry_run.json")
+
+    assert response["statusCode"] == 200, response["body"]
+    summary = body_of(response)
+    assert (summary["forced"], summary["dryRun"], summary["unchanged"]) == (True, True, 6)
+    assert live(samples, "payments") == before
+    assert samples.run("SELECT forced, dry_run FROM sync_runs ORDER BY id DESC LIMIT 1") == [[True, True]]
 
 
 # ---------------------------------------------------------------- reads
@@ -193,6 +207,16 @@ def test_get_sync_of_an_empty_replica_is_404(conn, send):
 
 
 # ---------------------------------------------------------------- uploads and S3
+
+
+def test_create_forced_upload_signs_the_force_metadata_into_the_url(conn, s3, send):
+    response = send("create_forced_upload.json")
+
+    assert response["statusCode"] == 201, response["body"]
+    upload = body_of(response)
+    assert (upload["entity"], upload["forced"], upload["dryRun"]) == ("patients", True, False)
+    assert upload["headers"] == {"x-amz-meta-paysync-force": "true"}
+    assert "x-amz-meta-paysync-force" in upload["uploadUrl"]
 
 
 def test_create_upload_presigns_a_put_that_s3_accepts(conn, s3, send):
