@@ -1,0 +1,163 @@
+"""The replica's schema as SQLAlchemy models: every table the migrations create is declared here.
+
+The Alembic files in migrations/versions/ stay the reviewed source of every
+change; these models describe the schema they produce (the brief's Patient and
+Payment models, extended, and SyncRun). A test compares them with a migrated
+database and fails on any difference (a missing index, a type, a nullable, a
+server default, a CHECK), so a migration that adds or changes a table must
+update this module in the same change.
+
+Only the migrations (migrations/env.py, as autogenerate's target metadata) and
+the tests import this module. The API and sync functions never do: their layer
+has no SQLAlchemy, and their SQL lives in paysync.dal.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Numeric,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Types of the replica's columns.
+TIMESTAMPTZ = DateTime(timezone=True)
+MONEY = Numeric(12, 2)  # one payment's amount
+# A patient's total: at most 2,147,483,647 payments (payments_count is an integer)
+# of at most 9,999,999,999.99 each stay below 2.2e19, which 20 integer digits hold.
+MONEY_TOTAL = Numeric(22, 2)
+NOW = text("now()")
+ZERO = text("0")
+FALSE = text("false")
+LIVE = text("deleted IS NULL")  # the predicate of the live-rows partial indexes
+APPLIED = text("status = 'applied' AND NOT dry_run")  # applied, not previewed, syncs
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the replica's tables."""
+
+
+def _identity() -> Any:
+    # bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY: ids are the database's, never supplied.
+    return mapped_column(BigInteger, Identity(always=True), primary_key=True)
+
+
+class Patient(Base):
+    """A patient of the external system; payments_total / payments_count cover its live, linked payments."""
+
+    __tablename__ = "patients"
+
+    id: Mapped[int] = _identity()
+    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    first_name: Mapped[str] = mapped_column(Text, nullable=False)
+    last_name: Mapped[str] = mapped_column(Text, nullable=False)
+    middle_name: Mapped[str | None] = mapped_column(Text)
+    date_of_birth: Mapped[date] = mapped_column(Date, nullable=False)
+    payments_total: Mapped[Decimal] = mapped_column(MONEY_TOTAL, nullable=False, server_default=ZERO)
+    payments_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=ZERO)
+    created: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    updated: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    deleted: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)  # soft delete
+
+    __table_args__ = (
+        UniqueConstraint("external_id", name="patients_external_id_key"),
+        # GET /patients: range filter on the total + keyset pagination, live rows only.
+        Index("patients_live_total_idx", "payments_total", "id", postgresql_where=LIVE),
+    )
+
+
+class Payment(Base):
+    """A payment; patient_id is NULL while its patient (patient_external_id) is unknown: an orphan."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[int] = _identity()
+    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
+    patient_external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    patient_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("patients.id", name="payments_patient_id_fkey")
+    )
+    created: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    updated: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    deleted: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)  # soft delete
+
+    __table_args__ = (
+        UniqueConstraint("external_id", name="payments_external_id_key"),
+        # GET /payments?external_id=…: one patient's live payments in id order.
+        Index("payments_live_patient_external_idx", "patient_external_id", "id", postgresql_where=LIVE),
+        # GET /payments unfiltered: live payments in id order.
+        Index("payments_live_id_idx", "id", postgresql_where=LIVE),
+        # Totals of one patient (refreshed after a sync) without touching the heap.
+        Index("payments_live_patient_idx", "patient_id", postgresql_include=["amount"], postgresql_where=LIVE),
+        # Orphans waiting for their patient: relinked by every patients sync.
+        Index("payments_orphan_idx", "patient_external_id", postgresql_where=text("patient_id IS NULL")),
+    )
+
+
+class SyncRun(Base):
+    """What one sync did: entity, source, S3 object, status, counts, error, timing.
+
+    entity is NULL only for an S3 key that names no entity (recorded as skipped).
+    live_before is NULL for runs recorded before the rolling deletion guard.
+    """
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = _identity()
+    entity: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    dry_run: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=FALSE)
+    forced: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=FALSE)
+    s3_bucket: Mapped[str | None] = mapped_column(Text)
+    s3_key: Mapped[str | None] = mapped_column(Text)
+    s3_version_id: Mapped[str | None] = mapped_column(Text)
+    s3_etag: Mapped[str | None] = mapped_column(Text)
+    snapshot_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False)
+    received: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=ZERO)
+    inserted: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=ZERO)
+    updated: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=ZERO)
+    deleted: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=ZERO)
+    restored: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=ZERO)
+    unchanged: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=ZERO)
+    orphaned: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=ZERO)
+    duration_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=ZERO)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    started: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False)
+    finished: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False)
+    live_before: Mapped[int | None] = mapped_column(BigInteger)  # live rows of the table before the sync
+    # "<ms>-<suffix>" of a key issued by POST /uploads: orders objects stored in the same second.
+    snapshot_seq: Mapped[str | None] = mapped_column(Text)
+    s3_sequencer: Mapped[str | None] = mapped_column(Text)  # the S3 event's: orders versions of one key
+
+    __table_args__ = (
+        CheckConstraint("entity IN ('patients', 'payments')", name="sync_runs_entity_check"),
+        CheckConstraint("source IN ('api', 's3', 'cli')", name="sync_runs_source_check"),
+        CheckConstraint("status IN ('applied', 'rejected', 'skipped', 'failed')", name="sync_runs_status_check"),
+        # Stale-snapshot check: the newest applied snapshot of an entity.
+        Index("sync_runs_applied_idx", "entity", "snapshot_at", postgresql_where=APPLIED),
+        # Duplicate S3 delivery check.
+        Index("sync_runs_s3_object_idx", "s3_bucket", "s3_key", postgresql_where=text("s3_key IS NOT NULL")),
+        # The rolling deletion guard: applied syncs of one entity within a recent time window.
+        Index("sync_runs_guard_window_idx", "entity", "finished", postgresql_where=APPLIED),
+    )
+
+
+metadata = Base.metadata
