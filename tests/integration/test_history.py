@@ -244,7 +244,8 @@ def test_history_is_newest_first_and_paginated(conn, invoke):
 
     versions = ok(get_history(invoke, "patients", "1"))
     assert [v["firstName"] for v in versions] == ["D", "C", "B", "A"]
-    assert versions[0]["validTo"] is None and versions[0]["syncStarted"] == ids[3]
+    assert versions[0]["validTo"] is None
+    assert versions[0]["syncStarted"] == ids[3]
     assert [(v["syncStarted"], v["syncEnded"]) for v in versions[1:]] == [
         (ids[2], ids[3]),
         (ids[1], ids[2]),
@@ -290,7 +291,8 @@ def test_changes_of_a_sync_are_exactly_its_diff(conn, invoke):
         ("4", "restored", ["deleted"]),
         ("5", "inserted", []),
     ]
-    assert changes[0]["before"]["firstName"] == "Ann" and changes[0]["after"]["firstName"] == "Zoe"
+    assert changes[0]["before"]["firstName"] == "Ann"
+    assert changes[0]["after"]["firstName"] == "Zoe"
     assert changes[3]["before"] is None
     [[summary]] = conn.run("SELECT inserted + updated + deleted + restored FROM sync_runs WHERE id = :id", id=n)
     assert summary == len(changes)
@@ -298,7 +300,8 @@ def test_changes_of_a_sync_are_exactly_its_diff(conn, invoke):
     assert [c["externalId"] for c in ok(get_changes(invoke, n, {"action": "deleted"}))] == ["3"]
     assert ok(get_changes(invoke, n, {"entity": "payments"})) == []
     page = get_changes(invoke, n, {"limit": "3"})
-    assert len(ok(page)) == 3 and header(page, "Link") is not None
+    assert len(ok(page)) == 3
+    assert header(page, "Link") is not None
 
 
 def test_changes_survive_later_syncs_and_first_load_lists_inserts(conn, invoke):
