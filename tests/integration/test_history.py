@@ -322,3 +322,27 @@ def test_changes_of_unknown_sync_is_404_and_dry_run_has_none(conn, invoke):
     dry = reconcile_snapshot("patients", snapshot([patient("1", first="X")]), source="cli", dry_run=True)
     not_found(get_changes(invoke, 999))
     assert ok(get_changes(invoke, dry.sync_id)) == []
+
+
+# ---------------------------------------------------------------- the documented shapes
+
+
+def test_responses_match_openapi(conn, invoke):
+    from tests.integration.test_openapi import check
+
+    sync("patients", [patient("1"), patient("2")])
+    sync("payments", [payment("p1", "1.00", "1")])
+    sync("patients", [patient("1", middle="M")])
+    n = sync("payments", [payment("p1", "2.00", "2")])
+    now = datetime.now(UTC).isoformat()
+    for entity, eid in (("patients", "2"), ("payments", "p1")):
+        one, history = f"/{entity}/{{externalId}}", f"/{entity}/{{externalId}}/history"
+        check(get_row(invoke, entity, eid, {"include_deleted": "true"}), "get", one)
+        check(get_row(invoke, entity, eid, {"as_of": now, "include_deleted": "true"}), "get", one)
+        check(get_row(invoke, entity, "missing"), "get", one)
+        check(get_row(invoke, entity, eid, {"as_of": "yesterday"}), "get", one)
+        assert len(check(get_history(invoke, entity, eid), "get", history)) == 2
+        check(get_history(invoke, entity, eid, {"cursor": "x"}), "get", history)
+    assert len(check(get_changes(invoke, n), "get", "/syncs/{id}/changes")) == 1
+    check(get_changes(invoke, 999), "get", "/syncs/{id}/changes")
+    check(get_changes(invoke, n, {"action": "moved"}), "get", "/syncs/{id}/changes")
