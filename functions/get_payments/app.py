@@ -10,23 +10,26 @@ from paysync.web import create_resolver, json_response, page_response, query_par
 
 app = create_resolver()
 ENTITY = "payments"
+ONE_ROUTES = ("/payments/{externalId}", "/payments/{externalId}/history")
 
 
 @app.get("/payments")
 def list_payments():
     event = app.current_event
+    if event.resource in ONE_ROUTES:  # an empty externalId: "/payments/" matched the list
+        return get_one()
     return page_response(event, reads.list_payments(query_params(event)))
 
 
 # API Gateway has matched the route and decoded the id (which may hold any character, "/" too):
 # the resource says which route, pathParameters holds the id.
-@app.get("/payments/.+")
+@app.get(r"/payments/[\s\S]+")
 def get_one():
     event = app.current_event
     external_id = (event.path_parameters or {}).get("externalId")
-    if event.resource == "/payments/{externalId}/history":
+    if event.resource == ONE_ROUTES[1]:
         return page_response(event, reads.row_history(ENTITY, external_id, query_params(event)))
-    if event.resource == "/payments/{externalId}":
+    if event.resource == ONE_ROUTES[0]:
         return json_response(200, reads.get_row(ENTITY, external_id, query_params(event)))
     raise NotFound(f"no route for GET {event.path}")
 
