@@ -346,3 +346,24 @@ def test_responses_match_openapi(conn, invoke):
     assert len(check(get_changes(invoke, n), "get", "/syncs/{id}/changes")) == 1
     check(get_changes(invoke, 999), "get", "/syncs/{id}/changes")
     check(get_changes(invoke, n, {"action": "moved"}), "get", "/syncs/{id}/changes")
+
+
+def test_bulk_first_load_names_its_sync_and_keeps_the_bulk_path(conn, invoke, monkeypatch):
+    from paysync.dal import merge
+
+    monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", 1)
+    built = []
+    original = merge._can_build_beside
+    monkeypatch.setattr(merge, "_can_build_beside", lambda c, t: built.append((t, original(c, t))) or built[-1][1])
+
+    first = sync("patients", [patient("1"), patient("2")])
+    loaded = sync("payments", [payment("p1", "1.00", "1")])
+
+    assert built == [("patients", True), ("payments", True)]  # no fallback to the plain insert
+    assert history_counts(conn) == (0, 0)
+    assert [c["externalId"] for c in ok(get_changes(invoke, first))] == ["1", "2"]
+    assert [c["externalId"] for c in ok(get_changes(invoke, loaded))] == ["p1"]
+    # The swapped-in table keeps the history columns' index.
+    assert conn.run("SELECT count(*) FROM pg_indexes WHERE indexname = 'patients_version_sync_idx'") == [[1]]
+    later = sync("patients", [patient("1", first="Bo"), patient("2")])
+    assert conn.run("SELECT first_name, sync_started, sync_ended FROM patient_versions") == [["Ann", first, later]]
