@@ -34,8 +34,8 @@ _EXTRA: dict[Entity, str] = {
     "patients": ", payments_total, payments_count",
     "payments": "",
 }
-# The action that started a live row's current version (rows older than the history have none).
-_CURRENT_ACTION = "coalesce(t.version_action, CASE WHEN t.deleted IS NULL THEN 'inserted' ELSE 'deleted' END)"
+# The action that started the current version of live row `t` (rows older than the history have none).
+CURRENT_ACTION = "coalesce(t.version_action, CASE WHEN t.deleted IS NULL THEN 'inserted' ELSE 'deleted' END)"
 
 
 def entity_fields(entity: Entity) -> tuple[str, ...]:
@@ -58,7 +58,7 @@ def _current_version_sql(entity: Entity) -> str:
     fields = ", ".join(f"t.{name}" for name in _TABLES[entity].fields)
     return f"""SELECT t.id, {fields}, t.updated AS valid_from, CAST(NULL AS timestamptz) AS valid_to,
                       t.version_sync_id AS sync_started, CAST(NULL AS bigint) AS sync_ended,
-                      {_CURRENT_ACTION} AS action, CAST(NULL AS bigint) AS version_id
+                      {CURRENT_ACTION} AS action, CAST(NULL AS bigint) AS version_id
                FROM {entity} t"""
 
 

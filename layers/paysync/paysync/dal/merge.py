@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pg8000.exceptions import DatabaseError
 
 from paysync.dal.db import Connection
+from paysync.dal.history import CURRENT_ACTION
 from paysync.errors import RecordError
 from paysync.records import STAGE_COLUMNS, Entity
 
@@ -369,8 +370,6 @@ def _sqlstate(exc: DatabaseError) -> str | None:
     return details.get("C") if isinstance(details, dict) else None
 
 
-# The action that started a live row's current version (rows older than the history have none).
-_CURRENT_ACTION = "coalesce(t.version_action, CASE WHEN t.deleted IS NULL THEN 'inserted' ELSE 'deleted' END)"
 # The version action each diff action starts.
 _NEW_ACTION = "CASE d.action WHEN 'u' THEN 'updated' WHEN 'd' THEN 'deleted' ELSE 'restored' END"
 
@@ -385,7 +384,7 @@ def apply_patients(connection: Connection, bulk: bool = False) -> None:
         INSERT INTO patient_versions (patient_id, external_id, first_name, last_name, middle_name, date_of_birth,
                                       valid_from, valid_to, sync_started, sync_ended, action)
         SELECT t.id, t.external_id, t.first_name, t.last_name, t.middle_name, t.date_of_birth,
-               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {_CURRENT_ACTION}
+               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
         FROM diff_patients d JOIN patients t ON t.id = d.id
         WHERE d.action IN ('u', 'd', 'r')"""
     )
@@ -439,7 +438,7 @@ def apply_payments(connection: Connection, bulk: bool = False) -> None:
         INSERT INTO payment_versions (payment_id, external_id, amount, patient_external_id,
                                       valid_from, valid_to, sync_started, sync_ended, action)
         SELECT t.id, t.external_id, t.amount, t.patient_external_id,
-               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {_CURRENT_ACTION}
+               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
         FROM diff_payments d JOIN payments t ON t.id = d.id
         WHERE d.action IN ('u', 'd', 'r')"""
     )
