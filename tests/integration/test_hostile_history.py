@@ -17,6 +17,8 @@ from devserver.apigateway import proxy_event
 from paysync.dal.db import parse_database_url
 from paysync.reconcile import reconcile_snapshot
 from tests.conftest import TABLES, body_of, header, sample_bytes, snapshot
+from tests.integration.test_devserver import Devserver, call
+from tests.integration.test_devserver import devserver as shared_devserver  # noqa: F401 (the fixture)
 
 BIGINT_MAX = 2**63 - 1
 
@@ -278,3 +280,44 @@ class TestChanges:
         response = invoke("get_syncs", changes_event("3"))
         assert response["statusCode"] == 200
         assert [(c["externalId"], c["action"]) for c in body_of(response)] == [("5", "updated"), ("4", "deleted")]
+
+
+class TestOverHttp:
+    """What only a raw HTTP request can carry, through the devserver (API Gateway's stand-in)."""
+
+    @pytest.fixture
+    def stack(self, request: pytest.FixtureRequest) -> Devserver:
+        return request.getfixturevalue("shared_devserver")
+
+    @pytest.mark.parametrize(
+        ("target", "status", "code"),
+        [
+            pytest.param("/patients/%00", 400, "invalid_request", id="encoded-nul-id"),
+            pytest.param("/patients/%00/history", 400, "invalid_request", id="encoded-nul-id-history"),
+            pytest.param("/payments/%20", 400, "invalid_request", id="encoded-space-id"),
+            pytest.param("/patients/%2F", 404, "not_found", id="encoded-slash-id"),
+            pytest.param("/patients/5%2Fhistory", 404, "not_found", id="slash-history-in-id"),
+            pytest.param("/patients/%2E%2E", 404, "not_found", id="encoded-dot-dot"),
+            pytest.param("/patients/5?as_of=2026-11-27T12:00:00+01:00", 400, "invalid_request", id="raw-plus-offset"),
+            pytest.param("/patients/5?as_of=%zz", 400, "invalid_request", id="bad-escape"),
+            pytest.param("/patients/5?include_deleted", 400, "invalid_request", id="bare-flag"),
+            pytest.param("/payments/501/history?limit=1&limit=2", 400, "invalid_request", id="repeated-limit"),
+            pytest.param("/syncs/3/changes?action=%00", 400, "invalid_request", id="encoded-nul-action"),
+            pytest.param("/syncs/%D9%A3/changes", 400, "invalid_request", id="arabic-indic-sync-id"),
+            pytest.param("/patients/4", 404, "not_found", id="deleted"),
+        ],
+    )
+    def test_raw_request(self, stack: Devserver, replica, target, status, code):
+        response = call("GET", f"{stack.base}{target}")
+
+        assert response.status == status, response.body
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == code
+
+    def test_encoded_id_is_found(self, stack: Devserver, replica):
+        response = call("GET", f"{stack.base}/patients/5?as_of=2100-01-01T00:00:00%2B01:00")
+        assert response.status == 400  # in the future
+
+        response = call("GET", f"{stack.base}/patients/%35/history")
+        assert response.status == 200, response.body
+        assert [v["firstName"] for v in response.json()] == ["Richard", "Rick"]
