@@ -4,6 +4,7 @@ routes GET /{entity}/{externalId}, GET /{entity}/{externalId}/history and GET /s
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -367,3 +368,58 @@ def test_bulk_first_load_names_its_sync_and_keeps_the_bulk_path(conn, invoke, mo
     assert conn.run("SELECT count(*) FROM pg_indexes WHERE indexname = 'patients_version_sync_idx'") == [[1]]
     later = sync("patients", [patient("1", first="Bo"), patient("2")])
     assert conn.run("SELECT first_name, sync_started, sync_ended FROM patient_versions") == [["Ann", first, later]]
+
+
+# ---------------------------------------------------------------- retention
+
+
+def test_purge_deletes_only_versions_ended_before_the_retention(conn, database_url, capsys):
+    from paysync import cli
+
+    sync("patients", [patient("1", first="A"), patient("2")])
+    sync("patients", [patient("1", first="B"), patient("2")])
+    sync("patients", [patient("1", first="C")])
+    sync("patients", [patient("1", first="C")])
+    sync("payments", [payment("p1", "1.00", "1")])
+    sync("payments", [payment("p1", "2.00", "1")])
+    # The first version of patient 1 ended 40 days ago.
+    conn.run("UPDATE patient_versions SET valid_to = valid_to - interval '40 days' WHERE first_name = 'A'")
+    live_before = conn.run("SELECT * FROM patients ORDER BY id")
+
+    code = cli.main(["--database-url", database_url, "purge-history", "--days", "30", "--json"])
+
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["purged"] == {"patients": 1, "payments": 0}
+    assert conn.run("SELECT first_name, action FROM patient_versions ORDER BY first_name") == [
+        ["Ann", "inserted"],
+        ["B", "updated"],
+    ]
+    assert conn.run("SELECT * FROM patients ORDER BY id") == live_before
+    assert history_counts(conn) == (2, 1)
+    # The sync login may purge; the read login may only read.
+    assert conn.run(
+        """SELECT has_table_privilege('paysync_sync', 'patient_versions', 'DELETE'),
+                  has_table_privilege('paysync_read', 'payment_versions', 'SELECT'),
+                  has_table_privilege('paysync_read', 'payment_versions', 'DELETE')"""
+    ) == [[True, True, False]]
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "36501", "x"])
+def test_purge_refuses_a_bad_retention(conn, database_url, days):
+    from paysync import cli
+
+    sync("patients", [patient("1", first="A")])
+    sync("patients", [patient("1", first="B")])
+    conn.run("UPDATE patient_versions SET valid_to = valid_to - interval '400 days'")
+
+    assert cli.main(["--database-url", database_url, "purge-history", "--days", days]) == 2
+    assert history_counts(conn) == (1, 0)
+
+
+def test_purge_without_retention_is_a_usage_error(conn, database_url, settings_env):
+    from paysync import cli
+
+    settings_env(HISTORY_RETENTION_DAYS="0")
+    assert cli.main(["--database-url", database_url, "purge-history"]) == 2
+    settings_env(HISTORY_RETENTION_DAYS="7")
+    assert cli.main(["--database-url", database_url, "purge-history"]) == 0

@@ -152,3 +152,14 @@ def sync_changes(
         limit=limit,
     )
     return rows_as_dicts(connection, rows)
+
+
+def purge_versions(connection: Connection, cutoff: datetime) -> dict[Entity, int]:
+    """Delete the superseded versions that ended before `cutoff`; how many, per entity. Live rows
+    (the current versions) are never touched."""
+    purged: dict[Entity, int] = {}
+    for entity, table in _TABLES.items():
+        # A daily job: one scan of each version table, no index on valid_to to keep up on every sync.
+        connection.run(f"DELETE FROM {table.versions} WHERE valid_to < :cutoff", cutoff=cutoff)
+        purged[entity] = connection.row_count
+    return purged

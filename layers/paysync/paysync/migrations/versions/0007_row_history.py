@@ -74,6 +74,8 @@ def upgrade() -> None:
         # A sync's changes: the versions it started and the ones it ended.
         op.execute(f"CREATE INDEX {table}_started_idx ON {table} (sync_started, {row})")
         op.execute(f"CREATE INDEX {table}_ended_idx ON {table} (sync_ended, {row})")
+    # The retention purge deletes old versions.
+    op.execute("GRANT DELETE ON patient_versions, payment_versions TO paysync_sync")
     op.execute("RESET ROLE")
 
 
