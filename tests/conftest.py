@@ -27,7 +27,7 @@ from paysync.migrate import upgrade
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 SAMPLES = ROOT / "samples"
-TABLES = ("sync_runs", "payments", "patients")
+TABLES = ("sync_runs", "payments", "patients", "patient_versions", "payment_versions")
 TEST_BUCKET = "paysync-test-snapshots"
 
 

@@ -1,4 +1,4 @@
-"""GET /syncs and GET /syncs/{id}: the record of every sync."""
+"""GET /syncs, GET /syncs/{id} and GET /syncs/{id}/changes: the record of every sync and what it changed."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -18,6 +18,12 @@ def list_syncs():
 @app.get("/syncs/<sync_id>")
 def get_sync(sync_id: str):
     return json_response(200, reads.get_sync(sync_id, query_params(app.current_event)))
+
+
+@app.get("/syncs/<sync_id>/changes")
+def get_sync_changes(sync_id: str):
+    event = app.current_event
+    return page_response(event, reads.sync_changes(sync_id, query_params(event)))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -33,6 +33,11 @@ HANDLER_OF = {
     "create_forced_upload.json": "create_forced_upload",
     "get_syncs.json": "get_syncs",
     "get_sync.json": "get_syncs",
+    "get_patient.json": "get_patients",
+    "get_patient_history.json": "get_patients",
+    "get_payment.json": "get_payments",
+    "get_payment_history.json": "get_payments",
+    "get_sync_changes.json": "get_syncs",
     "s3_patients_put.json": "reconcile",
     "s3_payments_put.json": "reconcile",
     "s3_payments_gz_put.json": "reconcile",
@@ -204,6 +209,35 @@ def test_get_sync_of_an_empty_replica_is_404(conn, send):
 
     assert response["statusCode"] == 404
     assert body_of(response)["error"]["code"] == "not_found"
+
+
+def test_get_patient_shows_its_total(samples, send):
+    patient = body_of(send("get_patient.json"))
+
+    assert (patient["externalId"], patient["paymentsTotal"], patient["deleted"]) == ("5", SAMPLE_TOTALS["5"], None)
+
+
+def test_get_patient_history_of_a_first_load_is_the_current_version(samples, send):
+    versions = body_of(send("get_patient_history.json"))
+
+    assert [(v["externalId"], v["action"], v["validTo"], v["syncStarted"]) for v in versions] == [
+        ("5", "inserted", None, 1)
+    ]
+
+
+def test_get_payment_and_its_history(samples, send):
+    payment = body_of(send("get_payment.json"))
+    versions = body_of(send("get_payment_history.json"))
+
+    assert (payment["externalId"], payment["amount"], payment["patientId"]) == ("501", Decimal("4.46"), "5")
+    assert [(v["amount"], v["action"]) for v in versions] == [(Decimal("4.46"), "inserted")]
+
+
+def test_get_sync_changes_lists_the_first_load_inserts(samples, send):
+    changes = body_of(send("get_sync_changes.json"))
+
+    assert sorted(change["externalId"] for change in changes) == ["15", "4", "5", "8"]
+    assert {change["action"] for change in changes} == {"inserted"}
 
 
 # ---------------------------------------------------------------- uploads and S3

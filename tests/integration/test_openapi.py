@@ -27,6 +27,11 @@ HANDLER_BY_ROUTE = {
     ("post", "/forced/uploads"): "create_forced_upload",
     ("get", "/syncs"): "get_syncs",
     ("get", "/syncs/{id}"): "get_syncs",
+    ("get", "/patients/{externalId}"): "get_patients",
+    ("get", "/patients/{externalId}/history"): "get_patients",
+    ("get", "/payments/{externalId}"): "get_payments",
+    ("get", "/payments/{externalId}/history"): "get_payments",
+    ("get", "/syncs/{id}/changes"): "get_syncs",
 }
 
 

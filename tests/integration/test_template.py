@@ -37,6 +37,11 @@ ROUTES = {
     ("POST", "/forced/uploads"),
     ("GET", "/syncs"),
     ("GET", "/syncs/{id}"),
+    ("GET", "/patients/{externalId}"),
+    ("GET", "/patients/{externalId}/history"),
+    ("GET", "/payments/{externalId}"),
+    ("GET", "/payments/{externalId}/history"),
+    ("GET", "/syncs/{id}/changes"),
 }
 
 

@@ -30,6 +30,7 @@ from paysync.dal.db import (
     connect,
     parse_database_url,
     server_error_in,
+    transaction,
 )
 from paysync.errors import DatabaseUnavailable, InvalidRequest, SnapshotRejected
 from paysync.observability import logger
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--json", action="store_true", help="print only JSON on stdout (summary, rejection or error)")
     load.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
 
+    purge = commands.add_parser("purge-history", help="delete row versions older than the retention")
+    purge.add_argument(
+        "--days", type=int, help="keep versions that ended within this many days (default: $HISTORY_RETENTION_DAYS)"
+    )
+    purge.add_argument("--json", action="store_true", help="print only JSON on stdout")
+
     upload = commands.add_parser("upload", help="put a snapshot file into the snapshot bucket (S3 sync)")
     upload.add_argument("entity", choices=ENTITIES)
     upload.add_argument("file", help="snapshot file (.json or .json.gz)")
@@ -104,6 +111,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _migrate(_database(args))
         if args.command == "import":
             return _import(args)
+        if args.command == "purge-history":
+            return _purge_history(args)
         return _upload(args)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
@@ -201,6 +210,29 @@ def _migrate(params: ConnectionParams) -> int:
 
     close_quietly(connect_checked(params))  # a clear "unreachable" error before Alembic's long one
     print(f"schema at revision {upgrade(params)}")
+    return EXIT_OK
+
+
+MAX_RETENTION_DAYS = 36500
+
+
+def _purge_history(args: argparse.Namespace) -> int:
+    from paysync.dal.history import purge_versions
+
+    days = args.days if args.days is not None else get_settings().history_retention_days
+    if not 1 <= days <= MAX_RETENTION_DAYS:
+        raise UsageError(f"no retention: pass --days N (1 to {MAX_RETENTION_DAYS}) or set HISTORY_RETENTION_DAYS")
+    connection = connect_checked(_database(args))
+    try:
+        with transaction(connection):
+            [[cutoff]] = connection.run("SELECT now() - make_interval(days => :days)", days=days)
+            purged = purge_versions(connection, cutoff)
+    finally:
+        close_quietly(connection)
+    if args.json:
+        print(json.dumps({"cutoff": cutoff.isoformat(), "purged": purged}))
+    else:
+        print(f"purged {purged['patients']} patient and {purged['payments']} payment versions ended before {cutoff}")
     return EXIT_OK
 
 

@@ -56,6 +56,9 @@ class Settings:
     max_snapshot_bytes: int = field(default=5_000_000_000, metadata=_bounds(1))
     max_snapshot_records: int = field(default=50_000_000, metadata=_bounds(1))
     max_compression_ratio: int = field(default=50, metadata=_bounds(1))
+    # Row history: `paysync purge-history` deletes versions that ended more than this many days
+    # ago (0: keep every version).
+    history_retention_days: int = field(default=0, metadata=_bounds(0, 36500))
     # Memory PostgreSQL may use for the merge's hashes and sorts (SET LOCAL work_mem).
     merge_work_mem: str = "256MB"
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from paysync import params
-from paysync.dal import queries, sync_runs
+from paysync.dal import history, queries, sync_runs
 from paysync.dal.db import shared_connection
 from paysync.errors import InvalidRequest, NotFound
+from paysync.records import Entity
+from paysync.timestamps import parse_snapshot_time
 
 PATIENT_PARAMS = ("payment_min", "payment_max", "payments_max", "limit", "cursor")
 PAYMENT_PARAMS = ("external_id", "limit", "cursor")
@@ -169,4 +172,160 @@ def sync_run_json(row: dict[str, Any]) -> dict[str, Any]:
         "error": row["error"],
         "started": row["started"],
         "finished": row["finished"],
+    }
+
+
+# ---------------------------------------------------------------- single rows and their history
+
+ROW_PARAMS = ("include_deleted", "as_of")
+HISTORY_PARAMS = ("limit", "cursor")
+CHANGES_PARAMS = ("entity", "action", "limit", "cursor")
+ENTITIES: tuple[Entity, ...] = ("patients", "payments")
+ACTIONS = ("inserted", "updated", "deleted", "restored")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A history cursor holds a time as microseconds since 1970, up to the year 9999.
+_MAX_CURSOR_MICROS = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_SINGULAR = {"patients": "patient", "payments": "payment"}
+
+
+def get_row(entity: Entity, external_id: str | None, query: Mapping[str, str]) -> dict[str, Any]:
+    """GET /patients/{externalId}, GET /payments/{externalId}: one row by its external id.
+
+    A deleted row is a 404 unless include_deleted=true; with as_of, the version
+    current at that time (404 when the row did not exist or was deleted then)."""
+    params.check_query(query, ROW_PARAMS)
+    eid = path_id(external_id)
+    include_deleted = params.boolean(query, "include_deleted")
+    raw_as_of = query.get("as_of")
+    if raw_as_of is not None:
+        at = parse_snapshot_time(raw_as_of, "as_of")
+        version = history.version_at(shared_connection(), entity, eid, at)
+        if version is None or (version["action"] == "deleted" and not include_deleted):
+            raise NotFound(f"no {_SINGULAR[entity]} with this externalId existed at {at.isoformat()}")
+        return version_json(entity, version)
+    row = history.get_row(shared_connection(), entity, eid)
+    if row is None or (row["deleted"] is not None and not include_deleted):
+        raise NotFound(f"no {_SINGULAR[entity]} with this externalId")
+    shown = _patient_json(row) if entity == "patients" else _payment_json(row)
+    shown["deleted"] = row["deleted"]
+    return shown
+
+
+def row_history(entity: Entity, external_id: str | None, query: Mapping[str, str]) -> Page:
+    """GET /patients/{externalId}/history, GET /payments/{externalId}/history: every version of
+    the row, newest (the current one) first."""
+    params.check_query(query, HISTORY_PARAMS)
+    eid = path_id(external_id)
+    limit = params.limit(query)
+    before = _history_cursor(query, entity)
+    connection = shared_connection()
+    row = history.get_row(connection, entity, eid)
+    if row is None:
+        raise NotFound(f"no {_SINGULAR[entity]} with this externalId")
+    rows = history.versions(connection, entity, row["id"], before, limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        if last["valid_to"] is None:  # the page ends on the current version: every past one follows
+            key = (_MAX_CURSOR_MICROS, params.MAX_ID)
+        else:
+            key = ((last["valid_to"] - _EPOCH) // timedelta(microseconds=1), last["version_id"])
+        next_cursor = params.encode_cursor(f"{entity}_history", *key)
+    return Page([version_json(entity, row) for row in rows], next_cursor)
+
+
+def _history_cursor(query: Mapping[str, str], entity: Entity) -> tuple[datetime, int] | None:
+    values = params.decode_cursor(query, f"{entity}_history", 2)
+    if values is None:
+        return None
+    micros = values[0]
+    if type(micros) is not int or not 0 <= micros <= _MAX_CURSOR_MICROS:
+        raise InvalidRequest("cursor is not a cursor this API returned", [{"parameter": "cursor"}])
+    return _EPOCH + timedelta(microseconds=micros), params.cursor_id(values[1])
+
+
+def sync_changes(sync_id: str, query: Mapping[str, str]) -> Page:
+    """GET /syncs/{id}/changes: the rows the sync inserted, updated, deleted or restored, by row id,
+    each with its fields before and after."""
+    params.check_query(query, CHANGES_PARAMS)
+    run_id = params.positive_int(sync_id, "id")
+    entity = _choice(query, "entity", ENTITIES)
+    action = _choice(query, "action", ACTIONS)
+    limit = params.limit(query)
+    after_id = _id_cursor(query, "changes")
+    connection = shared_connection()
+    run = sync_runs.get_run(connection, run_id)
+    if run is None:
+        raise NotFound(f"sync run {run_id} does not exist")
+    # A sync changes rows of its own entity only (the other table's derived links and totals aside).
+    if run["entity"] is None or (entity is not None and entity != run["entity"]):
+        return Page([], None)
+    rows = history.sync_changes(connection, run["entity"], run_id, action, after_id, limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = params.encode_cursor("changes", rows[-1]["id"])
+    return Page([_change_json(run["entity"], row) for row in rows], next_cursor)
+
+
+def _choice(query: Mapping[str, str], name: str, accepted: tuple[str, ...]) -> str | None:
+    raw = query.get(name)
+    if raw is None or raw in accepted:
+        return raw
+    message = f"must be one of {', '.join(accepted)}"
+    raise InvalidRequest(f"{name} {message}", [{"parameter": name, "message": message}])
+
+
+def path_id(raw: str | None, name: str = "externalId") -> str:
+    """An external id taken from the path: non-blank, at most 255 characters, storable text."""
+    if raw is None:
+        raise NotFound(f"{name} is missing from the path")
+    value = params.text({name: raw}, name)
+    assert value is not None
+    return value
+
+
+def _fields_json(entity: Entity, row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    if entity == "patients":
+        return {
+            "externalId": row[f"{prefix}external_id"],
+            "firstName": row[f"{prefix}first_name"],
+            "lastName": row[f"{prefix}last_name"],
+            "middleName": row[f"{prefix}middle_name"],
+            "dateOfBirth": row[f"{prefix}date_of_birth"],
+        }
+    return {
+        "externalId": row[f"{prefix}external_id"],
+        "amount": row[f"{prefix}amount"],
+        "patientId": row[f"{prefix}patient_external_id"],
+    }
+
+
+def version_json(entity: Entity, row: dict[str, Any]) -> dict[str, Any]:
+    """One version of a row as the API shows it (validTo null: the current version)."""
+    return {
+        "id": row["id"],
+        **_fields_json(entity, row),
+        "validFrom": row["valid_from"],
+        "validTo": row["valid_to"],
+        "syncStarted": row["sync_started"],
+        "syncEnded": row["sync_ended"],
+        "action": row["action"],
+    }
+
+
+def _change_json(entity: Entity, row: dict[str, Any]) -> dict[str, Any]:
+    after = {**_fields_json(entity, row), "deleted": row["action"] == "deleted"}
+    before = None
+    if row["before_action"] is not None:
+        before = {**_fields_json(entity, row, "before_"), "deleted": row["before_action"] == "deleted"}
+    return {
+        "entity": entity,
+        "id": row["id"],
+        "externalId": row["external_id"],
+        "action": row["action"],
+        "changed": [name for name in after if before is not None and before[name] != after[name]],
+        "before": before,
+        "after": after,
     }

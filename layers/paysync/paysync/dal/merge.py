@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pg8000.exceptions import DatabaseError
 
 from paysync.dal.db import Connection
+from paysync.dal.history import CURRENT_ACTION
 from paysync.errors import RecordError
 from paysync.records import STAGE_COLUMNS, Entity
 
@@ -74,7 +75,24 @@ def begin_sync(connection: Connection, entity: Entity, work_mem: str) -> bool:
     connection.run(f"SET LOCAL maintenance_work_mem = '{work_mem}'")  # index rebuilds of a first load
     # The touched-patients list lets totals be recomputed only where payments moved.
     connection.run("CREATE TEMP TABLE touched_patients (patient_id bigint) ON COMMIT DROP")
+    reserve_sync_id(connection)
     return connection.run(f"SELECT NOT EXISTS (SELECT 1 FROM {entity})")[0][0]
+
+
+# The transaction-local setting holding the id reserved for the sync's run (see `reserve_sync_id`).
+SYNC_ID_SETTING = "paysync.sync_id"
+_SYNC_ID = f"CAST(current_setting('{SYNC_ID_SETTING}') AS bigint)"
+
+
+def reserve_sync_id(connection: Connection) -> int:
+    """Take the id of the sync's run now, so that history rows written during the merge can name
+    the sync; `sync_runs.insert_run` uses it when the sync is recorded in this transaction. The
+    setting ends with the transaction: a run recorded after a rollback gets a fresh id."""
+    [[sync_id]] = connection.run(
+        """SELECT set_config(:setting, CAST(nextval(pg_get_serial_sequence('sync_runs', 'id')) AS text), true)""",
+        setting=SYNC_ID_SETTING,
+    )
+    return int(sync_id)
 
 
 def load_stage(connection: Connection, entity: Entity, chunks: Iterable[str]) -> None:
@@ -352,27 +370,46 @@ def _sqlstate(exc: DatabaseError) -> str | None:
     return details.get("C") if isinstance(details, dict) else None
 
 
+# The version action each diff action starts.
+_NEW_ACTION = "CASE d.action WHEN 'u' THEN 'updated' WHEN 'd' THEN 'deleted' ELSE 'restored' END"
+
+
 def apply_patients(connection: Connection, bulk: bool = False) -> None:
-    """Soft-delete missing, update changed, restore reappearing, insert new patients; link waiting payments."""
+    """Soft-delete missing, update changed, restore reappearing, insert new patients; link waiting payments.
+
+    The versions the sync supersedes go to patient_versions first."""
+    # One statement for all superseded versions; inserts supersede nothing.
     connection.run(
-        """
-        UPDATE patients t SET deleted = now(), updated = now()
+        f"""
+        INSERT INTO patient_versions (patient_id, external_id, first_name, last_name, middle_name, date_of_birth,
+                                      valid_from, valid_to, sync_started, sync_ended, action)
+        SELECT t.id, t.external_id, t.first_name, t.last_name, t.middle_name, t.date_of_birth,
+               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
+        FROM diff_patients d JOIN patients t ON t.id = d.id
+        WHERE d.action IN ('u', 'd', 'r')"""
+    )
+    connection.run(
+        f"""
+        UPDATE patients t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
+                              version_action = 'deleted'
         FROM diff_patients d WHERE d.action = 'd' AND t.id = d.id"""
     )
     # `updated` moves only here: the diff holds just the rows whose fields differ.
     connection.run(
-        """
+        f"""
         UPDATE patients t
         SET first_name = d.first_name, last_name = d.last_name, middle_name = d.middle_name,
-            date_of_birth = d.date_of_birth, deleted = NULL, updated = now()
+            date_of_birth = d.date_of_birth, deleted = NULL, updated = now(),
+            version_sync_id = {_SYNC_ID}, version_action = {_NEW_ACTION}
         FROM diff_patients d WHERE d.action IN ('u', 'r') AND t.id = d.id"""
     )
     # New rows get ids in snapshot order.
     with _built_beside(connection, "patients", bulk):
         connection.run(
-            """
-            INSERT INTO patients (external_id, first_name, last_name, middle_name, date_of_birth)
-            SELECT external_id, first_name, last_name, middle_name, date_of_birth
+            f"""
+            INSERT INTO patients (external_id, first_name, last_name, middle_name, date_of_birth,
+                                  version_sync_id, version_action)
+            SELECT external_id, first_name, last_name, middle_name, date_of_birth, {_SYNC_ID}, 'inserted'
             FROM diff_patients WHERE action = 'i' ORDER BY idx"""
         )
     # Orphan payments (patient unknown until now) link to their patient. The
@@ -394,12 +431,22 @@ def apply_payments(connection: Connection, bulk: bool = False) -> None:
     """Soft-delete missing, update changed, restore reappearing, insert new payments, resolving their patient.
 
     Every patient whose total may move (old and new patient of each written
-    payment) goes to touched_patients.
+    payment) goes to touched_patients. The versions the sync supersedes go to payment_versions first.
     """
     connection.run(
-        """
+        f"""
+        INSERT INTO payment_versions (payment_id, external_id, amount, patient_external_id,
+                                      valid_from, valid_to, sync_started, sync_ended, action)
+        SELECT t.id, t.external_id, t.amount, t.patient_external_id,
+               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
+        FROM diff_payments d JOIN payments t ON t.id = d.id
+        WHERE d.action IN ('u', 'd', 'r')"""
+    )
+    connection.run(
+        f"""
         WITH gone AS (
-            UPDATE payments t SET deleted = now(), updated = now()
+            UPDATE payments t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
+                                  version_action = 'deleted'
             FROM diff_payments d WHERE d.action = 'd' AND t.id = d.id
             RETURNING t.patient_id
         )
@@ -409,11 +456,11 @@ def apply_payments(connection: Connection, bulk: bool = False) -> None:
     # currently deleted (external ids are immutable, rows are never removed);
     # totals count live payments of every patient, so a restore is exact.
     connection.run(
-        """
+        f"""
         WITH written AS (
             UPDATE payments t
             SET amount = d.amount, patient_external_id = d.patient_external_id, patient_id = p.id,
-                deleted = NULL, updated = now()
+                deleted = NULL, updated = now(), version_sync_id = {_SYNC_ID}, version_action = {_NEW_ACTION}
             FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
             WHERE d.action IN ('u', 'r') AND t.id = d.id
             RETURNING d.old_patient_id, t.patient_id AS new_patient_id
@@ -424,10 +471,11 @@ def apply_payments(connection: Connection, bulk: bool = False) -> None:
     # New rows get ids in snapshot order.
     with _built_beside(connection, "payments", bulk):
         connection.run(
-            """
+            f"""
             WITH added AS (
-                INSERT INTO payments (external_id, amount, patient_external_id, patient_id)
-                SELECT d.external_id, d.amount, d.patient_external_id, p.id
+                INSERT INTO payments (external_id, amount, patient_external_id, patient_id,
+                                      version_sync_id, version_action)
+                SELECT d.external_id, d.amount, d.patient_external_id, p.id, {_SYNC_ID}, 'inserted'
                 FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
                 WHERE d.action = 'i' ORDER BY d.idx
                 RETURNING patient_id
