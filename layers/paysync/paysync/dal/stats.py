@@ -120,10 +120,25 @@ def history(connection: Connection, limit: int, before_id: int | None) -> list[d
 
 def top_payers(connection: Connection, limit: int) -> list[dict[str, Any]]:
     """The live patients with the largest totals (ties by id), from patients_live_total_idx."""
+    # A plain ORDER BY payments_total DESC, id would sort the whole group of patients
+    # sharing the cut-off total (often 0.00: millions). Instead: the cut-off total t
+    # from a backward scan, then the totals above t (fewer than `limit` rows) and
+    # the first ids of total t, each an index range.
     rows = connection.run(
-        """SELECT id, external_id, first_name, last_name, middle_name, payments_total, payments_count
-           FROM patients WHERE deleted IS NULL
-           ORDER BY payments_total DESC, id LIMIT :limit""",
+        """
+        WITH cut AS (
+            SELECT min(payments_total) AS total FROM (
+                SELECT payments_total FROM patients WHERE deleted IS NULL
+                ORDER BY payments_total DESC, id DESC LIMIT :limit) top
+        )
+        SELECT id, external_id, first_name, last_name, middle_name, payments_total, payments_count FROM (
+            (SELECT * FROM patients WHERE deleted IS NULL AND payments_total > (SELECT total FROM cut)
+             ORDER BY payments_total DESC, id DESC LIMIT :limit)
+            UNION ALL
+            (SELECT * FROM patients WHERE deleted IS NULL AND payments_total = (SELECT total FROM cut)
+             ORDER BY payments_total, id LIMIT :limit)
+        ) found
+        ORDER BY payments_total DESC, id LIMIT :limit""",
         limit=limit,
     )
     return rows_as_dicts(connection, rows)
