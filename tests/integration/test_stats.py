@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from devserver.apigateway import proxy_event as api_event
+from paysync.cli import EXIT_OK, EXIT_USAGE, main
 from paysync.dal import merge
 from paysync.errors import InvalidSnapshot
 from paysync.reconcile import reconcile_snapshot
@@ -239,6 +240,17 @@ class TestPercentilesAndTop:
         replica.sync("patients", deleted)
         assert "7" not in [p["externalId"] for p in get(invoke, "/stats")["topPayers"]]
 
+    def test_every_top_matches_a_sort_of_the_totals(self, conn, invoke):
+        replica = Replica()
+        replica.sync("patients", [patient(str(n)) for n in range(1, 13)])
+        amounts = ["3.00", "1.00", "3.00", "0.00", "3.00", "2.00", "1.00", "0.00", "9.00", "1.00", "0.00", "0.00"]
+        replica.sync("payments", [payment(str(n), str(n), amount) for n, amount in enumerate(amounts, 1)])
+        ids = dict(conn.run("SELECT external_id, id FROM patients"))
+        expected = sorted(ids, key=lambda ext: (-Decimal(amounts[int(ext) - 1]), ids[ext]))
+        for top in range(1, 14):
+            payers = get(invoke, "/stats", {"top": str(top)})["topPayers"]
+            assert [p["externalId"] for p in payers] == expected[:top]
+
 
 class TestHistogram:
     @pytest.fixture
@@ -306,3 +318,46 @@ class TestHistory:
         lives = [p["patients"]["live"] for p in body_of(first) + second]
         assert lives == [5, 4, 3, 2]
         assert all(p["entity"] == "patients" for p in second)
+
+
+class TestCli:
+    def test_stats_prints_the_figures_and_a_histogram(self, conn, capsys):
+        replica = Replica()
+        replica.sync("patients", [patient(str(n)) for n in range(1, 5)])
+        replica.sync("payments", [payment("1", "1", "1234.50"), payment("2", "2", "10.00"), payment("3", "9", "1.00")])
+
+        code = main(["stats", "--top", "2", "--buckets", "2"])
+
+        out = capsys.readouterr().out
+        assert code == EXIT_OK
+        assert "stats as of sync #2" in out
+        assert "sum 1,245.50" in out  # live payments, orphan included
+        assert "max 1,234.50" in out
+        lines = out.splitlines()
+        bars = [line for line in lines if line.strip().startswith("[")]
+        assert len(bars) == 2
+        assert bars[0].rstrip().endswith(" 3 " + "#" * 40)  # 0.00, 0.00, 10.00 in the first half
+        assert bars[1].rstrip().endswith("]          1 " + "#" * 13)
+
+    def test_stats_json(self, conn, capsys):
+        Replica().sync("patients", [patient("1")])
+
+        code = main(["stats", "--json"])
+
+        out = body_of({"body": capsys.readouterr().out})
+        assert code == EXIT_OK
+        assert out["stats"]["patients"]["live"] == 1
+        assert [b["count"] for b in out["histogram"]["buckets"]] == [0] * 9 + [1]
+
+    @pytest.mark.parametrize(
+        "args",
+        [["--top", "0"], ["--top", "x"], ["--buckets", "101"], ["--min", "2", "--max", "1"], ["--min", "NaN"]],
+    )
+    def test_bad_options_are_usage_errors(self, conn, capsys, args):
+        before = conn.run("SELECT * FROM sync_stats")
+
+        code = main(["stats", *args])
+
+        assert code == EXIT_USAGE
+        assert capsys.readouterr().err.strip()
+        assert conn.run("SELECT * FROM sync_stats") == before

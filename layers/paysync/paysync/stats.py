@@ -52,18 +52,19 @@ def record_sync(connection: Connection, summary: SyncSummary, changed: int) -> N
     dal.insert_figures(connection)
 
 
-def get_stats(query: Mapping[str, str]) -> dict[str, Any]:
-    """GET /stats: the newest sync's figures and the `top` live patients by total."""
+def get_stats(query: Mapping[str, str], connection: Connection | None = None) -> dict[str, Any]:
+    """GET /stats: the newest sync's figures and the `top` live patients by total
+    (on `connection`, default the container's shared one)."""
     params.check_query(query, STATS_PARAMS)
     top = _bounded_int(query, "top", DEFAULT_TOP, MAX_TOP)
-    connection = shared_connection()
+    connection = connection or shared_connection()
     with dal.one_snapshot(connection):
         row = dal.newest(connection)
         payers = dal.top_payers(connection, top)
     return _figures_json(row) | {"topPayers": [_payer_json(payer) for payer in payers]}
 
 
-def get_histogram(query: Mapping[str, str]) -> dict[str, Any]:
+def get_histogram(query: Mapping[str, str], connection: Connection | None = None) -> dict[str, Any]:
     """GET /stats/histogram: live patients counted in `buckets` equal-width ranges of their totals.
 
     The range is [min, max] (default: the smallest and largest total). Totals are
@@ -75,7 +76,7 @@ def get_histogram(query: Mapping[str, str]) -> dict[str, Any]:
     low, high = params.decimal(query, "min"), params.decimal(query, "max")
     if low is not None and high is not None and low > high:
         raise InvalidRequest("min must not be greater than max", [{"parameter": "min", "message": "greater than max"}])
-    connection = shared_connection()
+    connection = connection or shared_connection()
     with dal.one_snapshot(connection):
         row = dal.newest(connection)
         live = row["live_patients"] if row else 0
