@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import math
+import uuid
+from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import parse_qs, urlsplit
 
+import pg8000.native
 import pytest
 
 from devserver.apigateway import proxy_event as api_event
+from paysync import stats
 from paysync.cli import EXIT_OK, EXIT_USAGE, main
 from paysync.dal import merge
+from paysync.dal.db import parse_database_url
 from paysync.errors import InvalidSnapshot
+from paysync.migrate import LoginUser, ensure_login_users
 from paysync.reconcile import reconcile_snapshot
-from tests.conftest import body_of, header, snapshot
+from tests.conftest import body_of, header, sample_bytes, snapshot
+from tests.integration.test_db_roles import INSUFFICIENT_PRIVILEGE, login, refused
 
 ZERO = Decimal("0.00")
 
@@ -361,3 +369,44 @@ class TestCli:
         assert code == EXIT_USAGE
         assert capsys.readouterr().err.strip()
         assert conn.run("SELECT * FROM sync_stats") == before
+
+
+@pytest.fixture(scope="module")
+def users(database_url: str) -> Iterator[dict[str, tuple[str, str]]]:
+    """A read and a sync login, created the way the deploy-time migration creates them."""
+    suffix = uuid.uuid4().hex[:8]
+    logins = [
+        LoginUser(f"stats_reader_{suffix}", uuid.uuid4().hex, "paysync_read"),
+        LoginUser(f"stats_syncer_{suffix}", uuid.uuid4().hex, "paysync_sync"),
+    ]
+    ensure_login_users(logins, parse_database_url(database_url))
+    yield {user.group: (user.username, user.password) for user in logins}
+    admin = pg8000.native.Connection(**parse_database_url(database_url).as_kwargs())
+    for user in logins:
+        admin.run(f"DROP ROLE IF EXISTS {user.username}")
+    admin.close()
+
+
+class TestRoles:
+    def test_the_sync_login_stores_and_the_read_login_reads(self, conn, database_url, users):
+        syncer = login(database_url, *users["paysync_sync"])
+        reader = login(database_url, *users["paysync_read"])
+        try:
+            for entity in ("patients", "payments", "payments"):  # the last one changes nothing
+                sample = io.BytesIO(sample_bytes(entity))
+                assert reconcile_snapshot(entity, sample, source="cli", connection=syncer).status == "applied"
+
+            figures = stats.get_stats({"top": "2"}, reader)
+            histogram = stats.get_histogram({"buckets": "2"}, reader)
+
+            assert (figures["syncId"], figures["payments"]["sum"], len(figures["topPayers"])) == (
+                3,
+                Decimal("52.12"),
+                2,
+            )
+            assert [bucket["count"] for bucket in histogram["buckets"]] == [2, 2]
+            assert refused(reader, "DELETE FROM patient_total_ranks") == INSUFFICIENT_PRIVILEGE
+            assert refused(reader, "UPDATE sync_stats SET live_patients = 0") == INSUFFICIENT_PRIVILEGE
+        finally:
+            syncer.close()
+            reader.close()
