@@ -56,7 +56,8 @@ OUT_OF_RANGE = [
     pytest.param("101", id="101"),
     pytest.param("1000", id="1000"),
     pytest.param("00", id="double-zero"),
-    pytest.param("0100", id="padded-100-is-too-long"),
+    pytest.param("0101", id="padded-101"),
+    pytest.param("0" * 21 + "1", id="22-digits"),
     pytest.param("2147483648", id="beyond-int32"),
     pytest.param(str(2**64), id="beyond-int64"),
 ]
@@ -90,7 +91,7 @@ class TestGetStats:
         event = get_event("/stats", repeated={"top": ["1", "100"]})
         assert_refused(invoke("get_stats", event), 400, "invalid_request")
 
-    @pytest.mark.parametrize("value", ["1", "100", "001", "099"])
+    @pytest.mark.parametrize("value", ["1", "100", "001", "099", "0100", "0" * 19 + "1"])
     def test_edges_of_the_range_are_accepted(self, invoke, value):
         response = invoke("get_stats", get_event("/stats", {"top": value}))
         assert response["statusCode"] == 200

@@ -163,8 +163,16 @@ class TestExactness:
         }
         histogram = get(invoke, "/stats/histogram")
         assert histogram["buckets"] == []
-        assert histogram["patients"] == 0
-        assert histogram["min"] is None
+        assert (histogram["patients"], histogram["min"], histogram["max"]) == (0, None, None)
+        # Without stored figures, ranks no sync built are never counted.
+        conn.run("DELETE FROM patient_total_ranks")
+        conn.run("INSERT INTO patient_total_ranks VALUES (1.00, 5)")
+        ranged = get(invoke, "/stats/histogram", {"buckets": "2", "min": "0", "max": "10"})
+        assert [(b["from"], b["to"], b["count"]) for b in ranged["buckets"]] == [
+            (ZERO, Decimal("5.00"), 0),
+            (Decimal("5.00"), Decimal("10.00"), 0),
+        ]
+        assert (ranged["below"], ranged["above"]) == (0, 0)
         assert get(invoke, "/stats/history") == []
 
     def test_every_figure_after_every_kind_of_sync(self, conn, invoke):

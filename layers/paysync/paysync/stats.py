@@ -8,6 +8,7 @@ Money is exact: whole cents, Decimal end to end.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
@@ -24,6 +25,7 @@ HISTOGRAM_PARAMS = ("buckets", "min", "max")
 HISTORY_PARAMS = ("limit", "cursor")
 DEFAULT_TOP, MAX_TOP = 10, 100
 DEFAULT_BUCKETS, MAX_BUCKETS = 10, 100
+_DIGITS = re.compile(r"[0-9]{1,20}")
 _CENT = Decimal("0.01")
 _ZERO = Decimal("0.00")
 _COUNTS = (
@@ -89,13 +91,15 @@ def get_histogram(query: Mapping[str, str], connection: Connection | None = None
         high_cents = int((high / _CENT).to_integral_value(ROUND_FLOOR))
         body |= {"min": _cents(low_cents), "max": _cents(high_cents)}
         if low_cents > high_cents:  # min and max lie between the same two cents: no total fits
-            [below] = dal.counts_below(connection, [_cents(low_cents)])
+            [below] = dal.counts_below(connection, [_cents(low_cents)]) if row else [0]
             return body | {"below": below, "above": live - below, "buckets": []}
         # Edges min + i*(max-min)/N, rounded up to the cent: over whole-cent totals, splitting
         # at an edge or at that edge rounded up counts the same patients.
         width = high_cents - low_cents
         edges = [low_cents - (-width * i // buckets) for i in range(buckets)]
-        counts = dal.counts_below(connection, [_cents(edge) for edge in [*edges, high_cents + 1]])
+        bounds = [_cents(edge) for edge in [*edges, high_cents + 1]]
+        # No stored figures: no sync has built the ranks yet, so nothing is counted.
+        counts = dal.counts_below(connection, bounds) if row else [0] * len(bounds)
     ranges = [
         {"from": _cents(edge), "to": _cents(edges[i + 1] if i + 1 < buckets else high_cents), "count": count}
         for i, (edge, count) in enumerate(zip(edges, _differences(counts), strict=True))
@@ -122,7 +126,8 @@ def _bounded_int(query: Mapping[str, str], name: str, default: int, high: int) -
     raw = query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= high):
+    # ASCII digits only (str.isdigit also takes other scripts' digits); the length bound keeps int() cheap.
+    if not (_DIGITS.fullmatch(raw) and 1 <= int(raw) <= high):
         raise InvalidRequest(
             f"{name} must be an integer from 1 to {high}", [{"parameter": name, "message": f"not in 1..{high}"}]
         )
