@@ -27,7 +27,15 @@ from paysync.migrate import upgrade
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 SAMPLES = ROOT / "samples"
-TABLES = ("sync_runs", "payments", "patients", "patient_versions", "payment_versions")
+TABLES = (
+    "sync_runs",
+    "payments",
+    "patients",
+    "patient_versions",
+    "payment_versions",
+    "sync_stats",
+    "patient_total_ranks",
+)
 TEST_BUCKET = "paysync-test-snapshots"
 
 

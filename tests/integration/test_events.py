@@ -38,6 +38,9 @@ HANDLER_OF = {
     "get_payment.json": "get_payments",
     "get_payment_history.json": "get_payments",
     "get_sync_changes.json": "get_syncs",
+    "get_stats.json": "get_stats",
+    "get_stats_histogram.json": "get_stats",
+    "get_stats_history.json": "get_stats",
     "s3_patients_put.json": "reconcile",
     "s3_payments_put.json": "reconcile",
     "s3_payments_gz_put.json": "reconcile",
@@ -195,6 +198,36 @@ def test_get_syncs_lists_runs_newest_first(samples, send):
     assert [(run["entity"], run["status"], run["source"]) for run in body_of(response)] == [
         ("payments", "applied", "api"),
         ("patients", "applied", "api"),
+    ]
+
+
+def test_get_stats_shows_the_samples_figures(samples, send):
+    response = send("get_stats.json")
+
+    assert response["statusCode"] == 200, response["body"]
+    stats = body_of(response)
+    assert (stats["patients"]["live"], stats["payments"]["live"], stats["payments"]["sum"]) == (4, 6, Decimal("52.12"))
+    assert stats["payments"]["orphans"] == {"count": 2, "sum": Decimal("25.61")}
+    assert [(p["externalId"], p["paymentsTotal"]) for p in stats["topPayers"]] == [
+        ("5", Decimal("17.22")),
+        ("8", Decimal("9.29")),
+        ("4", Decimal("0.00")),  # ties go by id: patient 4 was inserted before patient 15
+    ]
+
+
+def test_get_stats_histogram_counts_every_live_patient(samples, send):
+    histogram = body_of(send("get_stats_histogram.json"))
+
+    assert [bucket["count"] for bucket in histogram["buckets"]] == [2, 0, 1, 1]
+    assert (histogram["min"], histogram["max"]) == (Decimal("0.00"), Decimal("17.22"))
+
+
+def test_get_stats_history_has_one_point_per_applied_sync(samples, send):
+    history = body_of(send("get_stats_history.json"))
+
+    assert [(point["syncId"], point["entity"], point["patients"]["live"]) for point in history] == [
+        (2, "payments", 4),
+        (1, "patients", 4),
     ]
 
 

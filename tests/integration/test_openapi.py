@@ -32,6 +32,9 @@ HANDLER_BY_ROUTE = {
     ("get", "/payments/{externalId}"): "get_payments",
     ("get", "/payments/{externalId}/history"): "get_payments",
     ("get", "/syncs/{id}/changes"): "get_syncs",
+    ("get", "/stats"): "get_stats",
+    ("get", "/stats/histogram"): "get_stats",
+    ("get", "/stats/history"): "get_stats",
 }
 
 
@@ -89,6 +92,21 @@ def test_read_responses_match_their_schemas(loaded, invoke):
     )
 
     assert (len(patients), len(payments), len(syncs), one["id"]) == (2, 3, 2, 1)
+
+
+def test_stats_responses_match_their_schemas(conn, invoke):
+    empty = check(invoke("get_stats", api_event("GET", "/stats")), "get", "/stats")
+    check(invoke("get_stats", api_event("GET", "/stats/histogram")), "get", "/stats/histogram")
+    for entity in ("patients", "payments"):
+        invoke(f"post_{entity}", api_event("POST", f"/{entity}", body=sample_bytes(entity).decode()))
+    stats = check(invoke("get_stats", api_event("GET", "/stats")), "get", "/stats")
+    histogram = check(invoke("get_stats", api_event("GET", "/stats/histogram")), "get", "/stats/histogram")
+    history = check(invoke("get_stats", api_event("GET", "/stats/history")), "get", "/stats/history")
+    bad = invoke("get_stats", api_event("GET", "/stats/histogram", query={"min": "2", "max": "1"}))
+    assert bad["statusCode"] == 400
+    check(bad, "get", "/stats/histogram")
+
+    assert (empty["syncId"], stats["patients"]["live"], len(histogram["buckets"]), len(history)) == (None, 4, 10, 2)
 
 
 def test_error_responses_match_their_schemas(loaded, invoke, settings_env):

@@ -42,6 +42,9 @@ ROUTES = {
     ("GET", "/payments/{externalId}"),
     ("GET", "/payments/{externalId}/history"),
     ("GET", "/syncs/{id}/changes"),
+    ("GET", "/stats"),
+    ("GET", "/stats/histogram"),
+    ("GET", "/stats/history"),
 }
 
 
@@ -290,7 +293,7 @@ def test_sam_validate_lint_is_clean():
 SECRETS = {"DatabaseSecret", "SyncSecret", "ReadSecret"}
 # Which credentials each function may use: the sync user writes, the read user only reads.
 SYNC_FUNCTIONS = {"PostPatientsFunction", "PostPaymentsFunction", "PostForcedFunction", "ReconcileFunction"}
-READ_FUNCTIONS = {"GetPatientsFunction", "GetPaymentsFunction", "GetSyncsFunction"}
+READ_FUNCTIONS = {"GetPatientsFunction", "GetPaymentsFunction", "GetSyncsFunction", "GetStatsFunction"}
 
 
 def refs_in(value: Any) -> set[str]:

@@ -1,4 +1,4 @@
-"""`paysync`: import snapshot files into a database, upload them to the bucket, migrate.
+"""`paysync`: import snapshot files into a database, upload them to the bucket, migrate, show stats.
 
 Exit codes: 0 applied (or previewed, or skipped); 1 snapshot rejected (nothing
 applied, the run is recorded); 2 usage or configuration error (bad arguments, a
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--days", type=int, help="keep versions that ended within this many days (default: $HISTORY_RETENTION_DAYS)"
     )
     purge.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    stats = commands.add_parser("stats", help="the figures of the newest sync and a histogram of patient totals")
+    stats.add_argument("--top", default="10", help="how many top payers (1-100, default 10)")
+    stats.add_argument("--buckets", default="10", help="histogram buckets (1-100, default 10)")
+    stats.add_argument("--min", help="histogram range start (default: the smallest total)")
+    stats.add_argument("--max", help="histogram range end (default: the largest total)")
+    stats.add_argument("--json", action="store_true", help="print only JSON on stdout")
 
     upload = commands.add_parser("upload", help="put a snapshot file into the snapshot bucket (S3 sync)")
     upload.add_argument("entity", choices=ENTITIES)
@@ -113,6 +119,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _import(args)
         if args.command == "purge-history":
             return _purge_history(args)
+        if args.command == "stats":
+            return _stats(args)
         return _upload(args)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
@@ -366,6 +374,59 @@ def _print_rejection(rejected: SnapshotRejected, as_json: bool) -> None:
         print(f"  {where}{ident}{field} {detail.get('message')}", file=sys.stderr)
     if rejected.total > 20:
         print(f"  … and {rejected.total - 20} more", file=sys.stderr)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from paysync import stats
+    from paysync.jsonio import to_json
+
+    histogram_query = {
+        name: getattr(args, name) for name in ("buckets", "min", "max") if getattr(args, name) is not None
+    }
+    connection = connect_checked(_database(args))
+    try:
+        figures = stats.get_stats({"top": args.top}, connection)
+        histogram = stats.get_histogram(histogram_query, connection)
+    except InvalidRequest as exc:
+        raise UsageError(exc.message) from None
+    finally:
+        close_quietly(connection)
+    if args.json:
+        print(to_json({"stats": figures, "histogram": histogram}))
+        return EXIT_OK
+    print(_stats_text(figures, histogram))
+    return EXIT_OK
+
+
+HISTOGRAM_WIDTH = 40
+
+
+def _stats_text(figures: dict[str, Any], histogram: dict[str, Any]) -> str:
+    """The figures and a terminal histogram (one bar of # per bucket, scaled to the largest)."""
+    patients, payments, totals = figures["patients"], figures["payments"], figures["totals"]
+    sync = f"sync #{figures['syncId']}" if figures["syncId"] is not None else "no sync yet"
+    lines = [
+        f"stats as of {sync}",
+        f"  live patients        {patients['live']:>14,}   without payments {patients['withoutPayments']:,}",
+        f"  live payments        {payments['live']:>14,}   sum {payments['sum']:,}",
+        f"  orphan payments      {payments['orphans']['count']:>14,}   sum {payments['orphans']['sum']:,}",
+        f"  of deleted patients  {payments['ofDeletedPatients']['count']:>14,}"
+        f"   sum {payments['ofDeletedPatients']['sum']:,}",
+        "  patient totals       "
+        + "  ".join(f"{name} {'-' if totals[name] is None else f'{totals[name]:,}'}" for name in totals),
+        "top payers",
+        *(f"  {p['externalId']:<20} {p['paymentsTotal']:>16,}  ({p['paymentsCount']:,})" for p in figures["topPayers"]),
+        f"histogram of patient totals ({histogram['patients']:,} live patients)",
+    ]
+    buckets = histogram["buckets"]
+    largest = max((b["count"] for b in buckets), default=0)
+    for index, bucket in enumerate(buckets):
+        closing = "]" if index == len(buckets) - 1 else ")"
+        bar = "#" * (round(bucket["count"] * HISTOGRAM_WIDTH / largest) if largest else 0)
+        lines.append(f"  [{bucket['from']:>14,}, {bucket['to']:>14,}{closing} {bucket['count']:>10,} {bar}")
+    if histogram["below"] or histogram["above"]:
+        lines.append(f"  below the range {histogram['below']:,}, above it {histogram['above']:,}")
+    return "\n".join(lines)
 
 
 def _upload(args: argparse.Namespace) -> int:

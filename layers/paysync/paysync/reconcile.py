@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from pg8000.exceptions import DatabaseError, InterfaceError
 
-from paysync import guard
+from paysync import guard, stats
 from paysync.config import get_settings
 from paysync.dal import merge
 from paysync.dal.db import (
@@ -215,6 +215,7 @@ def _apply(
     if not summary.dry_run:  # ANALYZE's row estimate is kept even when the transaction rolls back
         merge.refresh_statistics(connection, entity, changes.written)
         merge.refresh_statistics(connection, "patients", totals_moved)
+    stats.record_sync(connection, summary, changes.written + totals_moved)
     merge.swap_in_built_tables(connection)  # last: its locks block reads until the commit
 
 

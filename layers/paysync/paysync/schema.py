@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -47,6 +47,7 @@ ZERO = text("0")
 FALSE = text("false")
 LIVE = text("deleted IS NULL")  # the predicate of the live-rows partial indexes
 APPLIED = text("status = 'applied' AND NOT dry_run")  # applied, not previewed, syncs
+ACTIONS = "('inserted', 'updated', 'deleted', 'restored')"  # how a row version began
 
 
 class Base(DeclarativeBase):
@@ -74,11 +75,17 @@ class Patient(Base):
     created: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
     updated: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
     deleted: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)  # soft delete
+    # The sync that started the current version, and how (NULL on rows written before history was kept).
+    version_sync_id: Mapped[int | None] = mapped_column(BigInteger)
+    version_action: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("external_id", name="patients_external_id_key"),
+        CheckConstraint(f"version_action IN {ACTIONS}", name="patients_version_action_check"),
         # GET /patients: range filter on the total + keyset pagination, live rows only.
         Index("patients_live_total_idx", "payments_total", "id", postgresql_where=LIVE),
+        # GET /syncs/{id}/changes: the rows a sync inserted, updated, deleted or restored.
+        Index("patients_version_sync_idx", "version_sync_id", "id"),
     )
 
 
@@ -97,9 +104,14 @@ class Payment(Base):
     created: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
     updated: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
     deleted: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)  # soft delete
+    # The sync that started the current version, and how (NULL on rows written before history was kept).
+    version_sync_id: Mapped[int | None] = mapped_column(BigInteger)
+    version_action: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("external_id", name="payments_external_id_key"),
+        CheckConstraint(f"version_action IN {ACTIONS}", name="payments_version_action_check"),
+        Index("payments_version_sync_idx", "version_sync_id", "id"),
         # GET /payments?external_id=…: one patient's live payments in id order.
         Index("payments_live_patient_external_idx", "patient_external_id", "id", postgresql_where=LIVE),
         # GET /payments unfiltered: live payments in id order.
@@ -158,6 +170,113 @@ class SyncRun(Base):
         # The rolling deletion guard: applied syncs of one entity within a recent time window.
         Index("sync_runs_guard_window_idx", "entity", "finished", postgresql_where=APPLIED),
     )
+
+
+class _Version:
+    """The columns every row version has, after the row's own fields."""
+
+    valid_from: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False)
+    valid_to: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False)
+    sync_started: Mapped[int | None] = mapped_column(BigInteger)  # NULL: began before history was kept
+    sync_ended: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    action: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+def _version_indexes(table: str, row: str) -> tuple[Any, ...]:
+    return (
+        CheckConstraint(f"action IN {ACTIONS}", name=f"{table}_action_check"),
+        # One row's versions, newest first, and the version current at a time.
+        Index(f"{table}_row_idx", row, "valid_to", "id"),
+        # The changes of one sync: the versions it started and ended.
+        Index(f"{table}_started_idx", "sync_started", row),
+        Index(f"{table}_ended_idx", "sync_ended", row),
+    )
+
+
+class PatientVersion(_Version, Base):
+    """A superseded version of a patient: its replicated fields while it was current
+    [valid_from, valid_to), the syncs that started and ended it, and how it began."""
+
+    __tablename__ = "patient_versions"
+
+    id: Mapped[int] = _identity()
+    patient_id: Mapped[int] = mapped_column(BigInteger, nullable=False)  # no FK: a bulk load may swap patients
+    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    first_name: Mapped[str] = mapped_column(Text, nullable=False)
+    last_name: Mapped[str] = mapped_column(Text, nullable=False)
+    middle_name: Mapped[str | None] = mapped_column(Text)
+    date_of_birth: Mapped[date] = mapped_column(Date, nullable=False)
+
+    __table_args__ = _version_indexes("patient_versions", "patient_id")
+
+
+class PaymentVersion(_Version, Base):
+    """A superseded version of a payment (see PatientVersion)."""
+
+    __tablename__ = "payment_versions"
+
+    id: Mapped[int] = _identity()
+    payment_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
+    patient_external_id: Mapped[str] = mapped_column(Text, nullable=False)
+
+    __table_args__ = _version_indexes("payment_versions", "payment_id")
+
+
+class SyncStats(Base):
+    """The replica's figures as one applied sync left them (computed inside that sync)."""
+
+    __tablename__ = "sync_stats"
+
+    # NULL only inside the sync's transaction, until its run is inserted (a trigger attaches it).
+    sync_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("sync_runs.id", name="sync_stats_sync_id_fkey", ondelete="CASCADE")
+    )
+    live_patients: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    live_payments: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    live_payments_sum: Mapped[Decimal] = mapped_column(MONEY_TOTAL, nullable=False)
+    orphan_payments: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    orphan_payments_sum: Mapped[Decimal] = mapped_column(MONEY_TOTAL, nullable=False)
+    deleted_patient_payments: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    deleted_patient_payments_sum: Mapped[Decimal] = mapped_column(MONEY_TOTAL, nullable=False)
+    patients_without_payments: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    live_patients_total: Mapped[Decimal] = mapped_column(MONEY_TOTAL, nullable=False)
+    total_min: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    total_p10: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    total_p25: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    total_p50: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    total_p75: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    total_p90: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    total_p99: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    total_max: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    total_mean: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
+    computed: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+
+    __table_args__ = (
+        UniqueConstraint("sync_id", name="sync_stats_sync_id_key"),
+        # At most one row waits for its sync id (syncs are serialized), found without a scan.
+        Index(
+            "sync_stats_unattached_idx",
+            text("(sync_id IS NULL)"),
+            unique=True,
+            postgresql_where=text("sync_id IS NULL"),
+        ),
+    )
+    # The table has no primary key; SQLAlchemy's mapper needs one to map the class.
+    __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": [sync_id]}
+
+
+class PatientTotalRank(Base):
+    """The cumulative distribution of live patients' totals: how many are at or below each total
+    (rebuilt by each sync whose totals moved; percentiles and histograms are index lookups)."""
+
+    __tablename__ = "patient_total_ranks"
+
+    total: Mapped[Decimal] = mapped_column(MONEY_TOTAL, primary_key=True)
+    patients_at_or_below: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = (UniqueConstraint("patients_at_or_below", name="patient_total_ranks_count_key"),)
 
 
 metadata = Base.metadata
