@@ -528,3 +528,16 @@ def test_rejection_naming_an_external_id_with_nul_is_recorded(conn):
     assert raised.value.sync_id is not None
     assert conn.run("SELECT status, error->'details'->0->>'externalId' FROM sync_runs") == [["rejected", "x\\u0000y"]]
     assert conn.run("SELECT count(*) FROM patients") == [[0]]
+
+
+def test_dry_runs_and_refused_syncs_are_recorded_under_the_id_reserved_when_they_began(conn):
+    # The id is taken when the merge starts (history rows name it); a run recorded after the
+    # rollback keeps it, so previews and refusals leave no gaps in the ids.
+    preview = reconcile_snapshot("patients", io.BytesIO(sample_bytes("patients")), source="cli", dry_run=True)
+    with pytest.raises(InvalidSnapshot) as refused:
+        reconcile_snapshot("patients", io.BytesIO(b'[{"externalId": "1"}]'), source="cli")
+    applied = reconcile_snapshot("patients", io.BytesIO(sample_bytes("patients")), source="cli")
+
+    ids = [row[0] for row in conn.run("SELECT id FROM sync_runs ORDER BY id")]
+    assert [preview.sync_id, refused.value.sync_id, applied.sync_id] == ids
+    assert ids == list(range(ids[0], ids[0] + 3))

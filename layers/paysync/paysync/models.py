@@ -56,6 +56,7 @@ class SyncSummary:
     duration_ms: int = 0
     error: dict[str, Any] | None = None
     sync_id: int | None = None
+    reserved_id: int | None = None  # the run's id, reserved when its merge began
 
     def to_json(self) -> dict[str, Any]:
         """The summary as the API and the CLI print it."""

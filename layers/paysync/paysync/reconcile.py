@@ -175,6 +175,9 @@ def _apply(
     settings = get_settings()
     entity = summary.entity
     first_load = merge.begin_sync(connection, entity, settings.merge_work_mem)
+    # The run's id, known up front: history rows name it, and a dry run or a refused sync is
+    # recorded under it after the rollback (no gaps for those).
+    summary.reserved_id = merge.reserve_sync_id(connection)
     if summary.s3 is not None:
         reason = skip_reason(connection, entity, summary.s3)
         if reason is not None:

@@ -75,7 +75,6 @@ def begin_sync(connection: Connection, entity: Entity, work_mem: str) -> bool:
     connection.run(f"SET LOCAL maintenance_work_mem = '{work_mem}'")  # index rebuilds of a first load
     # The touched-patients list lets totals be recomputed only where payments moved.
     connection.run("CREATE TEMP TABLE touched_patients (patient_id bigint) ON COMMIT DROP")
-    reserve_sync_id(connection)
     return connection.run(f"SELECT NOT EXISTS (SELECT 1 FROM {entity})")[0][0]
 
 
@@ -86,8 +85,8 @@ _SYNC_ID = f"CAST(current_setting('{SYNC_ID_SETTING}') AS bigint)"
 
 def reserve_sync_id(connection: Connection) -> int:
     """Take the id of the sync's run now, so that history rows written during the merge can name
-    the sync; `sync_runs.insert_run` uses it when the sync is recorded in this transaction. The
-    setting ends with the transaction: a run recorded after a rollback gets a fresh id."""
+    the sync (they read it from a transaction-local setting). The caller keeps the returned id:
+    the run is recorded under it, in this transaction or after a rollback."""
     [[sync_id]] = connection.run(
         """SELECT set_config(:setting, CAST(nextval(pg_get_serial_sequence('sync_runs', 'id')) AS text), true)""",
         setting=SYNC_ID_SETTING,

@@ -16,7 +16,7 @@ _COLUMNS = """id, entity, source, status, dry_run, forced, s3_bucket, s3_key, s3
 
 
 def insert_run(connection: Connection, summary: SyncSummary) -> int:
-    """Record a sync; returns its id (the one the merge reserved in this transaction, if any). Its
+    """Record a sync; returns its id (the one its merge reserved, if any). Its
     snapshot time is `summary.snapshot_at` (an S3 object's LastModified, or the time a client
     stated), else the start of the recording transaction."""
     s3 = summary.s3
@@ -28,8 +28,7 @@ def insert_run(connection: Connection, summary: SyncSummary) -> int:
             unchanged, orphaned, live_before, duration_ms, error, started, finished)
         OVERRIDING SYSTEM VALUE
         VALUES (
-            coalesce(CAST(nullif(current_setting('paysync.sync_id', true), '') AS bigint),
-                     nextval(pg_get_serial_sequence('sync_runs', 'id'))),
+            coalesce(CAST(:reserved_id AS bigint), nextval(pg_get_serial_sequence('sync_runs', 'id'))),
             :entity, :source, :status, :dry_run, :forced, :s3_bucket, :s3_key, :s3_version_id, :s3_etag,
             :s3_sequencer, coalesce(CAST(:snapshot_at AS timestamptz), now()), :snapshot_seq, :received,
             :inserted, :updated, :deleted, :restored, :unchanged, :orphaned, :live_before, :duration_ms,
@@ -58,6 +57,7 @@ def insert_run(connection: Connection, summary: SyncSummary) -> int:
         duration_ms=summary.duration_ms,
         error=json.dumps(_storable(summary.error)) if summary.error is not None else None,
         started=summary.started,
+        reserved_id=summary.reserved_id,
     )
     return rows[0][0]
 
