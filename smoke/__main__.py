@@ -437,6 +437,7 @@ class Smoke:
             self.empty_replica,
             self.post_snapshots,
             self.reads,
+            self.rows_and_stats,
             self.syncs,
             self.forced,
             self.upload,
@@ -512,6 +513,29 @@ class Smoke:
         response = status(self.send("get_payments_filtered.json"), 200)
         pairs = sorted((p["externalId"], p["amount"]) for p in body_of(response))
         check(pairs == [("501", Decimal("4.46")), ("502", Decimal("5.66")), ("503", Decimal("7.10"))], str(pairs))
+
+    def rows_and_stats(self) -> None:
+        patient = body_of(status(self.send("get_patient.json"), 200))
+        check((patient["externalId"], patient["paymentsTotal"]) == ("5", Decimal("17.22")), f"patient 5: {patient}")
+        versions = body_of(status(self.send("get_patient_history.json"), 200))
+        check([(v["action"], v["validTo"]) for v in versions] == [("inserted", None)], f"history of 5: {versions}")
+        payment = body_of(status(self.send("get_payment.json"), 200))
+        check((payment["externalId"], payment["amount"]) == ("501", Decimal("4.46")), f"payment 501: {payment}")
+        versions = body_of(status(self.send("get_payment_history.json"), 200))
+        check([v["action"] for v in versions] == ["inserted"], f"history of 501: {versions}")
+        # Sync 1 is the dry run here (nothing changed); sync 2 is the patients first load.
+        event = load_event("get_sync_changes.json")
+        event["pathParameters"]["id"] = "2"
+        event["path"] = "/syncs/2/changes"
+        changes = body_of(status(self.send("get_sync_changes.json", event), 200))
+        check(sorted(c["externalId"] for c in changes) == ["15", "4", "5", "8"], f"changes of sync 2: {changes}")
+        stats = body_of(status(self.send("get_stats.json"), 200))
+        figures = (stats["patients"]["live"], stats["payments"]["live"], stats["payments"]["sum"])
+        check(figures == (4, 6, Decimal("52.12")), f"stats: {stats}")
+        histogram = body_of(status(self.send("get_stats_histogram.json"), 200))
+        check(sum(b["count"] for b in histogram["buckets"]) == 4, f"histogram: {histogram}")
+        points = body_of(status(self.send("get_stats_history.json"), 200))
+        check([p["entity"] for p in points] == ["payments", "patients"], f"stats history: {points}")
 
     def syncs(self) -> None:
         runs = body_of(status(self.send("get_syncs.json"), 200))
