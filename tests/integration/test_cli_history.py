@@ -79,7 +79,8 @@ def test_history_lists_every_version_newest_first(synced, capsys):
     ]
     # Each version ends when the next begins; the newest is current.
     assert rows[1][1] == "current"
-    assert rows[2][1] == rows[1][0] and rows[3][1] == rows[2][0]
+    assert rows[2][1] == rows[1][0]
+    assert rows[3][1] == rows[2][0]
 
 
 def test_history_json_is_the_api_items(synced, capsys, invoke):
@@ -97,7 +98,8 @@ def test_history_json_is_the_api_items(synced, capsys, invoke):
         (synced["update"], None),
         (synced["first"], synced["update"]),
     ]
-    assert items[0]["validTo"] is None and items[1]["validTo"] == items[0]["validFrom"]
+    assert items[0]["validTo"] is None
+    assert items[1]["validTo"] == items[0]["validFrom"]
 
 
 def test_history_of_a_payment_and_the_limit(synced, capsys, invoke):
@@ -113,7 +115,8 @@ def test_history_of_a_payment_and_the_limit(synced, capsys, invoke):
 
     code, out, _ = run(capsys, "history", "payments", "X1", "--json", "--limit", "1")
     assert json.loads(out) == body[:1]
-    assert json.loads(out, parse_float=Decimal)[0]["amount"] == Decimal("12.50") and '"amount":12.50' in out
+    assert json.loads(out, parse_float=Decimal)[0]["amount"] == Decimal("12.50")
+    assert '"amount":12.50' in out
 
 
 def test_changes_show_before_and_after_of_the_changed_fields(synced, capsys):

@@ -1,11 +1,12 @@
 """`paysync`: import snapshot files into a database, upload them to the bucket, migrate, show stats and history.
 
 Exit codes: 0 applied (or previewed, or skipped); 1 snapshot rejected (nothing
-applied, the run is recorded), or the row or sync run asked for does not exist; 2 usage or configuration error (bad arguments, a
-missing or unreadable file, a bad DATABASE_URL, no AWS credentials, a missing
-bucket); 3 the database is unreachable or refuses the connection (wrong
-password, missing database), or another failure while talking to it or to S3.
-Errors are one line on stderr; with --json, stdout holds only one JSON document.
+applied, the run is recorded), or the row or sync run asked for does not exist;
+2 usage or configuration error (bad arguments, a missing or unreadable file, a
+bad DATABASE_URL, no AWS credentials, a missing bucket); 3 the database is
+unreachable or refuses the connection (wrong password, missing database), or
+another failure while talking to it or to S3. Errors are one line on stderr;
+with --json, stdout holds only one JSON document.
 """
 
 from __future__ import annotations
