@@ -42,7 +42,7 @@ CASES = [
     (["history", "patients", "P1", "--limit", "-1"], EXIT_USAGE, "limit"),
     (["history", "patients", "P1", "--limit", "abc"], EXIT_USAGE, "limit"),
     (["history", "patients", "P1", "--limit", "1.5"], EXIT_USAGE, "limit"),
-    (["history", "patients", "P1", "--limit", "１"], EXIT_USAGE, "limit"),  # a full-width digit
+    (["history", "patients", "P1", "--limit", "\uff11"], EXIT_USAGE, "limit"),  # a full-width digit one
     (["history", "patients", "P1", "--limit", ""], EXIT_USAGE, "limit"),
     (["history", "patients", "P1", "--cursor", "x"], EXIT_USAGE, "unrecognized arguments"),
     (["changes", "999999"], EXIT_REJECTED, "sync run 999999 does not exist"),
