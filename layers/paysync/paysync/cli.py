@@ -129,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    # Known before parsing, so that a usage error on a --json command line is JSON too.
-    as_json = "--json" in (sys.argv[1:] if argv is None else argv)
+    as_json = False
     try:
         args = build_parser().parse_args(argv)
         as_json = bool(getattr(args, "json", False))
