@@ -1,11 +1,12 @@
-"""`paysync`: import snapshot files into a database, upload them to the bucket, migrate, show stats.
+"""`paysync`: import snapshot files into a database, upload them to the bucket, migrate, show stats and history.
 
 Exit codes: 0 applied (or previewed, or skipped); 1 snapshot rejected (nothing
-applied, the run is recorded); 2 usage or configuration error (bad arguments, a
-missing or unreadable file, a bad DATABASE_URL, no AWS credentials, a missing
-bucket); 3 the database is unreachable or refuses the connection (wrong
-password, missing database), or another failure while talking to it or to S3.
-Errors are one line on stderr; with --json, stdout holds only one JSON document.
+applied, the run is recorded), or the row or sync run asked for does not exist;
+2 usage or configuration error (bad arguments, a missing or unreadable file, a
+bad DATABASE_URL, no AWS credentials, a missing bucket); 3 the database is
+unreachable or refuses the connection (wrong password, missing database), or
+another failure while talking to it or to S3. Errors are one line on stderr;
+with --json, stdout holds only one JSON document.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
@@ -32,8 +33,9 @@ from paysync.dal.db import (
     server_error_in,
     transaction,
 )
-from paysync.errors import DatabaseUnavailable, InvalidRequest, SnapshotRejected
+from paysync.errors import DatabaseUnavailable, InvalidRequest, NotFound, SnapshotRejected
 from paysync.observability import logger
+from paysync.reads import ACTIONS
 from paysync.records import ENTITIES
 from paysync.timestamps import parse_snapshot_time
 
@@ -41,6 +43,11 @@ EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
 COUNT_FIELDS = ("received", "inserted", "updated", "deleted", "restored", "unchanged", "orphaned")
 KEY_SUFFIXES = (".json", ".json.gz")
+# The replicated fields of a version, as the API names them.
+VERSION_FIELDS = {
+    "patients": ("externalId", "firstName", "lastName", "middleName", "dateOfBirth"),
+    "payments": ("externalId", "amount", "patientId"),
+}
 
 
 class UsageError(Exception):
@@ -94,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--max", help="histogram range end (default: the largest total)")
     stats.add_argument("--json", action="store_true", help="print only JSON on stdout")
 
+    versions = commands.add_parser("history", help="every version of one row, newest (the current one) first")
+    versions.add_argument("entity", choices=ENTITIES)
+    versions.add_argument("external_id", metavar="EXTERNAL_ID")
+    versions.add_argument("--limit", default="100", help="how many versions (1-1000, default 100)")
+    versions.add_argument("--json", action="store_true", help="print only JSON on stdout (the API's items)")
+
+    changes = commands.add_parser("changes", help="the rows one sync changed, with their fields before and after")
+    changes.add_argument("sync_id", metavar="SYNC_ID")
+    changes.add_argument("--entity", choices=ENTITIES, help="only rows of this entity")
+    changes.add_argument("--action", choices=ACTIONS, help="only rows the sync changed this way")
+    changes.add_argument("--limit", default="100", help="how many rows (1-1000, default 100)")
+    changes.add_argument("--json", action="store_true", help="print only JSON on stdout (the API's items)")
+
     upload = commands.add_parser("upload", help="put a snapshot file into the snapshot bucket (S3 sync)")
     upload.add_argument("entity", choices=ENTITIES)
     upload.add_argument("file", help="snapshot file (.json or .json.gz)")
@@ -121,6 +141,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _purge_history(args)
         if args.command == "stats":
             return _stats(args)
+        if args.command in ("history", "changes"):
+            return _history_or_changes(args)
         return _upload(args)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
@@ -427,6 +449,93 @@ def _stats_text(figures: dict[str, Any], histogram: dict[str, Any]) -> str:
     if histogram["below"] or histogram["above"]:
         lines.append(f"  below the range {histogram['below']:,}, above it {histogram['above']:,}")
     return "\n".join(lines)
+
+
+def _history_or_changes(args: argparse.Namespace) -> int:
+    """`paysync history` / `paysync changes`: the read API's pages, as a table or its JSON items.
+    A row or sync run that does not exist is a refusal (exit 1)."""
+    from paysync import reads
+    from paysync.jsonio import to_json
+
+    query = {"limit": args.limit}
+    if args.command == "changes":
+        query.update({name: getattr(args, name) for name in ("entity", "action") if getattr(args, name) is not None})
+    connection = connect_checked(_database(args))
+    try:
+        if args.command == "history":
+            page = reads.row_history(args.entity, args.external_id, query, connection)
+        else:
+            page = reads.sync_changes(args.sync_id, query, connection)
+    except InvalidRequest as exc:
+        raise UsageError(exc.message) from None
+    except NotFound as exc:
+        return _fail(EXIT_REJECTED, exc.code, exc.message, args.json)
+    finally:
+        close_quietly(connection)
+    if args.json:
+        print(to_json(page.items))
+    elif args.command == "history":
+        print(_history_text(args.entity, args.external_id, page))
+    else:
+        print(_changes_text(args.sync_id, page))
+    return EXIT_OK
+
+
+def _history_text(entity: str, external_id: str, page: Any) -> str:
+    """The versions as a table: when each was current, how it began, which syncs began and ended it."""
+    fields = VERSION_FIELDS[entity]
+    header = ["validFrom", "validTo", "action", "syncStarted", "syncEnded", *fields]
+    rows = [
+        [
+            _cell(item["validFrom"]),
+            "current" if item["validTo"] is None else _cell(item["validTo"]),
+            item["action"],
+            _cell(item["syncStarted"]),
+            _cell(item["syncEnded"]),
+            *(_cell(item[name]) for name in fields),
+        ]
+        for item in page.items
+    ]
+    lines = [f"{entity} {_one_line(repr(external_id))}: {len(rows)} version(s), newest first", *_table(header, rows)]
+    if page.next_cursor is not None:
+        lines.append("more versions follow (raise --limit)")
+    return "\n".join(lines)
+
+
+def _changes_text(sync_id: str, page: Any) -> str:
+    """One line per changed row: its action and each changed field as before -> after (every
+    field of an inserted row)."""
+    from paysync.jsonio import to_json
+
+    lines = [f"sync #{sync_id}: {len(page.items)} changed row(s)"]
+    for item in page.items:
+        if item["before"] is None:
+            detail = ", ".join(f"{name}={to_json(value)}" for name, value in item["after"].items() if name != "deleted")
+        else:
+            detail = ", ".join(
+                f"{name}: {to_json(item['before'][name])} -> {to_json(item['after'][name])}" for name in item["changed"]
+            )
+        lines.append(f"  {item['action']:<8} {item['entity']} {_one_line(repr(item['externalId']))}  {detail}")
+    if page.next_cursor is not None:
+        lines.append("more changes follow (raise --limit)")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _one_line(str(value))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart, under a header line."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 def _upload(args: argparse.Namespace) -> int:

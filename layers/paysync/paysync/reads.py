@@ -10,7 +10,7 @@ from typing import Any
 
 from paysync import params
 from paysync.dal import history, queries, sync_runs
-from paysync.dal.db import shared_connection
+from paysync.dal.db import Connection, shared_connection
 from paysync.errors import InvalidRequest, NotFound
 from paysync.records import Entity
 from paysync.timestamps import parse_snapshot_time
@@ -211,14 +211,16 @@ def get_row(entity: Entity, external_id: str | None, query: Mapping[str, str]) -
     return shown
 
 
-def row_history(entity: Entity, external_id: str | None, query: Mapping[str, str]) -> Page:
+def row_history(
+    entity: Entity, external_id: str | None, query: Mapping[str, str], connection: Connection | None = None
+) -> Page:
     """GET /patients/{externalId}/history, GET /payments/{externalId}/history: every version of
-    the row, newest (the current one) first."""
+    the row, newest (the current one) first (on `connection`, default the container's shared one)."""
     params.check_query(query, HISTORY_PARAMS)
     eid = path_id(external_id)
     limit = params.limit(query)
     before = _history_cursor(query, entity)
-    connection = shared_connection()
+    connection = connection or shared_connection()
     row = history.get_row(connection, entity, eid)
     if row is None:
         raise NotFound(f"no {_SINGULAR[entity]} with this externalId")
@@ -245,16 +247,16 @@ def _history_cursor(query: Mapping[str, str], entity: Entity) -> tuple[datetime,
     return _EPOCH + timedelta(microseconds=micros), params.cursor_id(values[1])
 
 
-def sync_changes(sync_id: str, query: Mapping[str, str]) -> Page:
+def sync_changes(sync_id: str, query: Mapping[str, str], connection: Connection | None = None) -> Page:
     """GET /syncs/{id}/changes: the rows the sync inserted, updated, deleted or restored, by row id,
-    each with its fields before and after."""
+    each with its fields before and after (on `connection`, default the container's shared one)."""
     params.check_query(query, CHANGES_PARAMS)
     run_id = params.positive_int(sync_id, "id")
     entity = _choice(query, "entity", ENTITIES)
     action = _choice(query, "action", ACTIONS)
     limit = params.limit(query)
     after_id = _id_cursor(query, "changes")
-    connection = shared_connection()
+    connection = connection or shared_connection()
     run = sync_runs.get_run(connection, run_id)
     if run is None:
         raise NotFound(f"sync run {run_id} does not exist")
