@@ -592,6 +592,9 @@ class Smoke:
 
     def purge_history(self) -> None:
         versions = "SELECT (SELECT count(*) FROM patient_versions), (SELECT count(*) FROM payment_versions)"
+        renamed = load_event("post_patients.json")  # the patients renamed: their versions so far become history
+        renamed["body"] = json.dumps([{**record, "firstName": "Renamed"} for record in json.loads(renamed["body"])])
+        status(self.send("post_patients.json", renamed), 200)
         [before] = self.query(versions)
         check(sum(before) > 0, f"the syncs left no history to purge: {before}")
         result = self.send("purge_history_scheduled.json", env={"HISTORY_RETENTION_DAYS": "0"})
