@@ -97,6 +97,7 @@ class Function:
     routes: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     s3_rules: list[tuple[str, str]] = field(default_factory=list)  # (prefix, suffix)
     custom_resource: bool = False
+    scheduled: bool = False  # has an EventBridge Schedule event
 
 
 def load_functions() -> dict[str, Function]:
@@ -132,18 +133,22 @@ def load_functions() -> dict[str, Function]:
             elif event["Type"] == "S3":
                 rules = {r["Name"]: r["Value"] for r in where.get("Filter", {}).get("S3Key", {}).get("Rules", [])}
                 function.s3_rules.append((rules.get("prefix", ""), rules.get("suffix", "")))
+            elif event["Type"] == "Schedule":
+                function.scheduled = True
         functions[name] = function
     return functions
 
 
 def function_for(event: dict[str, Any], functions: dict[str, Function]) -> Function:
-    """The function the template sends this event to (API route, S3 key filter or custom resource)."""
+    """The function the template sends this event to (API route, S3 key filter, schedule or custom resource)."""
     if "httpMethod" in event:
         route = (event["httpMethod"], event["resource"])
         matches = [f for f in functions.values() if route in f.routes]
     elif "Records" in event:
         key = unquote_plus(event["Records"][0]["s3"]["object"]["key"])
         matches = [f for f in functions.values() if any(key.startswith(p) and key.endswith(s) for p, s in f.s3_rules)]
+    elif event.get("detail-type") == "Scheduled Event":
+        matches = [f for f in functions.values() if f.scheduled]
     else:
         matches = [f for f in functions.values() if f.custom_resource and "RequestType" in event]
     check(len(matches) == 1, f"no single function takes this event: {[f.name for f in matches]}")
@@ -408,12 +413,14 @@ class Smoke:
         self.cfn_url, self.cfn_answers = cfn
         self.exercised: list[tuple[str, str, str]] = []
 
-    def send(self, name: str, event: dict[str, Any] | None = None) -> Any:
+    def send(self, name: str, event: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Any:
         event = event if event is not None else load_event(name)
         function = function_for(event, self.functions)
-        [result] = invoke(function, [event], self.env)
+        [result] = invoke(function, [event], {**self.env, **(env or {})})
         if "objects" in result:  # the reconcile function: one outcome per S3 record
             outcome = ",".join(item["status"] for item in result["objects"])
+        elif "purged" in result:  # the scheduled history purge
+            outcome = f"purged {sum(result['purged'].values())}"
         else:
             outcome = result.get("statusCode", result.get("Status", "ok"))
         self.exercised.append((function.name, name, str(outcome)))
@@ -442,6 +449,7 @@ class Smoke:
             self.forced,
             self.upload,
             self.s3_puts,
+            self.purge_history,
         ]
         for step in steps:
             step()
@@ -581,6 +589,25 @@ class Smoke:
         check(self.live("payments") == 6, "payments after the S3 syncs")
         totals = self.query("SELECT payments_total FROM patients WHERE external_id = '8'")
         check(totals == [[Decimal("9.29")]], f"patient 8 totals {totals}")
+
+    def purge_history(self) -> None:
+        versions = "SELECT (SELECT count(*) FROM patient_versions), (SELECT count(*) FROM payment_versions)"
+        renamed = load_event("post_patients.json")  # the patients renamed: their versions so far become history
+        renamed["body"] = json.dumps([{**record, "firstName": "Renamed"} for record in json.loads(renamed["body"])])
+        status(self.send("post_patients.json", renamed), 200)
+        [before] = self.query(versions)
+        check(sum(before) > 0, f"the syncs left no history to purge: {before}")
+        result = self.send("purge_history_scheduled.json", env={"HISTORY_RETENTION_DAYS": "0"})
+        check(result["purged"] == {"patients": 0, "payments": 0}, f"retention 0 purged: {result}")
+        check(self.query(versions) == [before], "retention 0 changed the history")
+
+        self.query("UPDATE patient_versions SET valid_to = valid_to - interval '40 days'")
+        self.query("UPDATE payment_versions SET valid_to = valid_to - interval '40 days'")
+        result = self.send("purge_history_scheduled.json", env={"HISTORY_RETENTION_DAYS": "30"})
+        expected = {"patients": before[0], "payments": before[1]}
+        check((result["retentionDays"], result["purged"]) == (30, expected), f"purge: {result}")
+        check(self.query(versions) == [[0, 0]], "old versions left after the purge")
+        check(self.live("patients") == 4, "the purge touched live rows")
 
 
 # ---------------------------------------------------------------- main

@@ -45,6 +45,7 @@ HANDLER_OF = {
     "s3_payments_put.json": "reconcile",
     "s3_payments_gz_put.json": "reconcile",
     "migrate_create.json": "migrate",
+    "purge_history_scheduled.json": "purge_history",
 }
 
 
@@ -425,3 +426,38 @@ def test_migrate_failure_is_reported_not_left_hanging(conn, send, cloudformation
     assert "migration failed" in answer["Reason"]
     assert "secret" not in answer["Reason"]
     assert result["Status"] == "FAILED"
+
+
+# ---------------------------------------------------------------- scheduled history purge
+
+
+def test_the_scheduled_purge_deletes_the_history_older_than_the_retention(samples, send, settings_env):
+    post = load_event("post_patients.json")
+    records = json.loads(post["body"])
+    post["body"] = json.dumps([{**record, "firstName": "Renamed"} for record in records])
+    assert send("post_patients.json", post)["statusCode"] == 200
+    versions = samples.run("SELECT count(*) FROM patient_versions")[0][0]
+    assert versions == len(records)
+    samples.run("UPDATE patient_versions SET valid_to = valid_to - interval '40 days'")
+    settings_env(HISTORY_RETENTION_DAYS="30")
+
+    result = send("purge_history_scheduled.json")
+
+    assert result["retentionDays"] == 30
+    assert result["purged"] == {"patients": versions, "payments": 0}
+    assert samples.run("SELECT count(*) FROM patient_versions") == [[0]]
+    assert live(samples, "patients") == 4
+
+
+def test_the_scheduled_purge_does_nothing_without_a_retention(samples, send, settings_env, caplog):
+    post = load_event("post_patients.json")
+    post["body"] = json.dumps([{**record, "firstName": "Renamed"} for record in json.loads(post["body"])])
+    assert send("post_patients.json", post)["statusCode"] == 200
+    samples.run("UPDATE patient_versions SET valid_to = valid_to - interval '4000 days'")
+    settings_env(HISTORY_RETENTION_DAYS="0")
+
+    result = send("purge_history_scheduled.json")
+
+    assert result == {"retentionDays": 0, "purged": {"patients": 0, "payments": 0}}
+    assert "history retention is off" in caplog.text
+    assert samples.run("SELECT count(*) FROM patient_versions") == [[4]]

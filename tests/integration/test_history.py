@@ -423,3 +423,92 @@ def test_purge_without_retention_is_a_usage_error(conn, database_url, settings_e
     assert cli.main(["--database-url", database_url, "purge-history"]) == 2
     settings_env(HISTORY_RETENTION_DAYS="7")
     assert cli.main(["--database-url", database_url, "purge-history"]) == 0
+
+
+def _aged_history(conn) -> None:
+    """Five patients at their third version: the first versions ended 40 days ago, except patient 3's;
+    patient 3's second version ended 40 days ago too (an old version at a high id)."""
+    for first in ("A", "B", "C"):
+        sync("patients", [patient(str(n), first=first) for n in range(1, 6)])
+    sync("payments", [payment("p1", "1.00", "1")])
+    sync("payments", [payment("p1", "2.00", "1")])
+    conn.run(
+        """UPDATE patient_versions v SET valid_to = v.valid_to - interval '40 days'
+           FROM patients p WHERE p.id = v.patient_id
+             AND ((v.first_name = 'A' AND p.external_id <> '3') OR (v.first_name = 'B' AND p.external_id = '3'))"""
+    )
+
+
+def _remaining(conn) -> list[list[Any]]:
+    return conn.run(
+        """SELECT p.external_id, v.first_name FROM patient_versions v JOIN patients p ON p.id = v.patient_id
+           ORDER BY 1, 2"""
+    )
+
+
+def test_the_purge_deletes_old_versions_batch_by_batch_and_keeps_newer_ones(conn, monkeypatch):
+    from paysync import retention
+    from paysync.dal import history
+    from paysync.dal.db import connect
+
+    _aged_history(conn)
+    live_before = conn.run("SELECT * FROM patients ORDER BY id")
+    calls = []
+    original = history.purge_versions
+    monkeypatch.setattr(retention, "BATCH_ROWS", 2)
+    monkeypatch.setattr(history, "purge_versions", lambda *a: calls.append(a[1]) or original(*a))
+
+    connection = connect()
+    try:
+        purge = retention.purge_history(connection, 30)
+    finally:
+        connection.close()
+
+    assert purge.purged == {"patients": 5, "payments": 0}
+    assert calls == ["patients", "patients", "patients", "payments"]  # 2 + 2 + 1, then none
+    assert purge.batches == 4
+    assert _remaining(conn) == [["1", "B"], ["2", "B"], ["3", "A"], ["4", "B"], ["5", "B"]]
+    assert conn.run("SELECT * FROM patients ORDER BY id") == live_before
+    assert history_counts(conn) == (5, 1)
+
+
+def test_each_purge_batch_commits_on_its_own(conn, monkeypatch):
+    from paysync import retention
+    from paysync.dal import history
+    from paysync.dal.db import connect
+
+    _aged_history(conn)
+    original = history.purge_versions
+    calls = []
+
+    def fail_on_the_third(*args):
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise RuntimeError("interrupted")
+        return original(*args)
+
+    monkeypatch.setattr(retention, "BATCH_ROWS", 2)
+    monkeypatch.setattr(history, "purge_versions", fail_on_the_third)
+    connection = connect()
+    try:
+        with pytest.raises(RuntimeError):
+            retention.purge_history(connection, 30)
+    finally:
+        connection.close()
+
+    # The two finished batches stay deleted: an interrupted purge loses at most one batch of work.
+    assert history_counts(conn) == (10 - 4, 1)
+
+
+def test_the_purge_refuses_no_retention(conn):
+    from paysync import retention
+    from paysync.dal.db import connect
+
+    _aged_history(conn)
+    connection = connect()
+    try:
+        with pytest.raises(ValueError, match="at least one day"):
+            retention.purge_history(connection, 0)
+    finally:
+        connection.close()
+    assert history_counts(conn) == (10, 1)

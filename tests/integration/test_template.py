@@ -292,7 +292,13 @@ def test_sam_validate_lint_is_clean():
 
 SECRETS = {"DatabaseSecret", "SyncSecret", "ReadSecret"}
 # Which credentials each function may use: the sync user writes, the read user only reads.
-SYNC_FUNCTIONS = {"PostPatientsFunction", "PostPaymentsFunction", "PostForcedFunction", "ReconcileFunction"}
+SYNC_FUNCTIONS = {
+    "PostPatientsFunction",
+    "PostPaymentsFunction",
+    "PostForcedFunction",
+    "ReconcileFunction",
+    "PurgeHistoryFunction",
+}
 READ_FUNCTIONS = {"GetPatientsFunction", "GetPaymentsFunction", "GetSyncsFunction", "GetStatsFunction"}
 
 
@@ -606,3 +612,13 @@ def test_samconfig_has_dev_and_prod_environments_and_one_deploy_command():
     section = section[: section.index("\n## ", 3)]
     assert command.findall(section)
     assert set(command.findall(section)) <= set(command.findall((ROOT / "docs" / "deploy.md").read_text()))
+
+
+def test_the_history_purge_runs_daily_with_the_configured_retention(template):
+    purge = template["Resources"]["PurgeHistoryFunction"]["Properties"]
+    assert events_of(template["Resources"]["PurgeHistoryFunction"], "Schedule") == [
+        {"Schedule": "rate(1 day)", "Description": "Purge the history older than HistoryRetentionDays"}
+    ]
+    assert purge["Environment"]["Variables"]["HISTORY_RETENTION_DAYS"] == {"Ref": "HistoryRetentionDays"}
+    assert template["Parameters"]["HistoryRetentionDays"]["Default"] == 0  # history kept unless asked
+    assert purge["Timeout"] == 900

@@ -31,7 +31,6 @@ from paysync.dal.db import (
     connect,
     parse_database_url,
     server_error_in,
-    transaction,
 )
 from paysync.errors import DatabaseUnavailable, InvalidRequest, NotFound, SnapshotRejected
 from paysync.observability import logger
@@ -247,22 +246,23 @@ MAX_RETENTION_DAYS = 36500
 
 
 def _purge_history(args: argparse.Namespace) -> int:
-    from paysync.dal.history import purge_versions
+    from paysync.retention import purge_history
 
     days = args.days if args.days is not None else get_settings().history_retention_days
     if not 1 <= days <= MAX_RETENTION_DAYS:
         raise UsageError(f"no retention: pass --days N (1 to {MAX_RETENTION_DAYS}) or set HISTORY_RETENTION_DAYS")
     connection = connect_checked(_database(args))
     try:
-        with transaction(connection):
-            [[cutoff]] = connection.run("SELECT now() - make_interval(days => :days)", days=days)
-            purged = purge_versions(connection, cutoff)
+        purge = purge_history(connection, days)  # batch by batch, each committed on its own
     finally:
         close_quietly(connection)
     if args.json:
-        print(json.dumps({"cutoff": cutoff.isoformat(), "purged": purged}))
+        print(json.dumps(purge.to_json()))
     else:
-        print(f"purged {purged['patients']} patient and {purged['payments']} payment versions ended before {cutoff}")
+        purged = purge.purged
+        print(
+            f"purged {purged['patients']} patient and {purged['payments']} payment versions ended before {purge.cutoff}"
+        )
     return EXIT_OK
 
 

@@ -154,12 +154,28 @@ def sync_changes(
     return rows_as_dicts(connection, rows)
 
 
-def purge_versions(connection: Connection, cutoff: datetime) -> dict[Entity, int]:
-    """Delete the superseded versions that ended before `cutoff`; how many, per entity. Live rows
-    (the current versions) are never touched."""
-    purged: dict[Entity, int] = {}
-    for entity, table in _TABLES.items():
-        # A daily job: one scan of each version table, no index on valid_to to keep up on every sync.
-        connection.run(f"DELETE FROM {table.versions} WHERE valid_to < :cutoff", cutoff=cutoff)
-        purged[entity] = connection.row_count
-    return purged
+def purge_versions(
+    connection: Connection, entity: Entity, cutoff: datetime, after_id: int, limit: int
+) -> tuple[int, int]:
+    """Delete up to `limit` superseded versions of `entity` that ended before `cutoff`, the lowest
+    ids above `after_id` first; how many, and the highest id looked at (the next call's `after_id`).
+    Live rows (the current versions) are never touched.
+
+    There is no index on valid_to (it would cost every sync): the primary key is walked from
+    `after_id`, so batch after batch the table is read once. Versions are written when they end,
+    so the old ones sit at the low ids and the walk finds them first.
+    """
+    table = _TABLES[entity]
+    [[count, last_id]] = connection.run(
+        f"""
+        WITH gone AS (
+            DELETE FROM {table.versions} WHERE id IN (
+                SELECT id FROM {table.versions} WHERE id > :after_id AND valid_to < :cutoff
+                ORDER BY id LIMIT :limit)
+            RETURNING id)
+        SELECT count(*), max(id) FROM gone""",
+        after_id=after_id,
+        cutoff=cutoff,
+        limit=limit,
+    )
+    return count, last_id if last_id is not None else after_id
