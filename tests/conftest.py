@@ -154,6 +154,11 @@ def table_state(connection: pg8000.native.Connection) -> dict[str, list[list[Any
     return {table: connection.run(f"SELECT * FROM {table} ORDER BY id") for table in ("patients", "payments")}
 
 
+def database_state(connection: pg8000.native.Connection) -> dict[str, list[list[Any]]]:
+    """Every row of every table the tests truncate (the replica, its history and the sync runs)."""
+    return {table: connection.run(f"SELECT * FROM {table} ORDER BY id") for table in TABLES}
+
+
 @pytest.fixture
 def invoke(lambda_context: LambdaContext) -> Any:
     """invoke("get_patients", event) -> the handler's response dict."""

@@ -20,7 +20,7 @@ import pytest
 from devserver.apigateway import proxy_event as api_event
 from paysync.dal.db import parse_database_url
 from paysync.reconcile import reconcile_snapshot
-from tests.conftest import TABLES, body_of, header, sample_bytes
+from tests.conftest import TABLES, body_of, database_state, header, sample_bytes
 from tests.integration.test_devserver import Devserver, call
 from tests.integration.test_devserver import devserver as shared_devserver  # noqa: F401 (the fixture)
 
@@ -36,11 +36,6 @@ def replica(database_url: str) -> Iterator[pg8000.native.Connection]:
         reconcile_snapshot(entity, io.BytesIO(sample_bytes(entity)), source="cli")
     yield connection
     connection.close()
-
-
-def replica_state(connection: pg8000.native.Connection) -> dict[str, list[list[Any]]]:
-    """Every row of patients, payments and sync_runs."""
-    return {table: connection.run(f"SELECT * FROM {table} ORDER BY id") for table in TABLES}
 
 
 def assert_refused(response: dict[str, Any], status: int, code: str) -> dict[str, Any]:
@@ -171,9 +166,9 @@ BAD_PATIENT_CURSORS = [
 @pytest.fixture
 def unchanged(replica: pg8000.native.Connection) -> Iterator[None]:
     """Asserts, after the test, that no row of the replica changed."""
-    before = replica_state(replica)
+    before = database_state(replica)
     yield
-    assert replica_state(replica) == before
+    assert database_state(replica) == before
 
 
 pytestmark = pytest.mark.usefixtures("unchanged")

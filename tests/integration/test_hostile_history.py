@@ -16,7 +16,7 @@ import pytest
 from devserver.apigateway import proxy_event
 from paysync.dal.db import parse_database_url
 from paysync.reconcile import reconcile_snapshot
-from tests.conftest import TABLES, body_of, header, sample_bytes, snapshot
+from tests.conftest import TABLES, body_of, database_state, header, sample_bytes, snapshot
 from tests.integration.test_devserver import Devserver, call
 from tests.integration.test_devserver import devserver as shared_devserver  # noqa: F401 (the fixture)
 
@@ -39,17 +39,13 @@ def replica(database_url: str) -> Iterator[pg8000.native.Connection]:
     connection.close()
 
 
-def replica_state(connection: pg8000.native.Connection) -> dict[str, list[list[Any]]]:
-    return {table: connection.run(f"SELECT * FROM {table} ORDER BY id") for table in TABLES}
-
-
 @pytest.fixture(autouse=True)
 def unchanged(replica: pg8000.native.Connection) -> Iterator[None]:
     """Asserts, after each case, that nothing in the replica changed."""
     assert replica.run("SELECT count(*) FROM patient_versions")[0][0] == 2  # the fixture's history
-    before = replica_state(replica)
+    before = database_state(replica)
     yield
-    assert replica_state(replica) == before
+    assert database_state(replica) == before
 
 
 def refused(response: dict[str, Any], status: int, code: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 from devserver.apigateway import proxy_event as api_event
 from paysync.dal.db import parse_database_url
 from paysync.reconcile import reconcile_snapshot
-from tests.conftest import TABLES, body_of, sample_bytes
+from tests.conftest import TABLES, body_of, database_state, sample_bytes
 from tests.integration.test_hostile_api import (
     BAD_BOUNDS,
     BAD_INTEGERS,
@@ -39,7 +39,7 @@ def replica(database_url: str) -> Iterator[pg8000.native.Connection]:
 
 
 def state(connection: pg8000.native.Connection) -> dict[str, list[list[Any]]]:
-    rows = {table: connection.run(f"SELECT * FROM {table} ORDER BY id") for table in TABLES}
+    rows = database_state(connection)
     rows["sync_stats"] = connection.run("SELECT * FROM sync_stats ORDER BY sync_id")
     rows["patient_total_ranks"] = connection.run("SELECT * FROM patient_total_ranks ORDER BY total")
     return rows

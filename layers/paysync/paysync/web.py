@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pg8000.exceptions import DatabaseError, InterfaceError
 
-from paysync import guard, params
+from paysync import guard, params, reads
 from paysync.config import get_settings
 from paysync.errors import (
     DatabaseUnavailable,
@@ -33,7 +33,6 @@ from paysync.errors import (
 )
 from paysync.jsonio import to_json
 from paysync.observability import add_outcome_metric, add_sync_metrics, logger
-from paysync.reads import Page
 from paysync.reconcile import reconcile_snapshot
 from paysync.records import Entity
 from paysync.timestamps import parse_snapshot_time
@@ -133,7 +132,7 @@ def query_params(event: APIGatewayProxyEvent) -> dict[str, str]:
     return dict(event.query_string_parameters or {})
 
 
-def page_response(event: APIGatewayProxyEvent, page: Page) -> Response:
+def page_response(event: APIGatewayProxyEvent, page: reads.Page) -> Response:
     """200 with the page's items as a JSON array and a `Link: <…>; rel="next"` header."""
     headers = {}
     if page.next_cursor is not None:
@@ -152,6 +151,25 @@ def _next_url(event: APIGatewayProxyEvent, cursor: str) -> str:
         return f"{event.path}?{urlencode(query)}"
     scheme = headers.get("X-Forwarded-Proto", "https")
     return f"{scheme}://{host}{path}?{urlencode(query)}"
+
+
+def row_routes(entity: Entity) -> tuple[str, str]:
+    """The resources of GET /{entity}/{externalId} and GET /{entity}/{externalId}/history."""
+    return f"/{entity}/{{externalId}}", f"/{entity}/{{externalId}}/history"
+
+
+def row_response(event: APIGatewayProxyEvent, entity: Entity) -> Response:
+    """GET /{entity}/{externalId} (one row, or its version at a time) and …/history (its versions).
+
+    API Gateway has matched the route and decoded the id (which may hold any character, "/"
+    too): the resource says which route, pathParameters holds the id."""
+    one, history = row_routes(entity)
+    external_id = (event.path_parameters or {}).get("externalId")
+    if event.resource == history:
+        return page_response(event, reads.row_history(entity, external_id, query_params(event)))
+    if event.resource == one:
+        return json_response(200, reads.get_row(entity, external_id, query_params(event)))
+    raise NotFound(f"no route for GET {event.path}")
 
 
 def sync_snapshot(event: APIGatewayProxyEvent, entity: Entity, forced_route: bool = False) -> Response:
