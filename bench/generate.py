@@ -15,13 +15,18 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+IDS = ("uuid", "numeric")  # the id styles: UUID-like strings (default), or short numbers
+# A fixed odd multiplier: number -> number * K mod 2**128 is a bijection, so ids stay unique.
+_UUID_MULTIPLIER = 0x9E3779B97F4A7C15F39CC0605CEDC835
+_UUID_MASK = (1 << 128) - 1
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_SEED = 1
 
@@ -80,9 +85,18 @@ _LAST_JSON = tuple(map(_json_text, LAST_NAMES))
 _MIDDLE_JSON = tuple(map(_json_text, MIDDLE_NAMES))
 
 
-def _id_json(number: int) -> str:
+def _numeric_id_json(number: int) -> str:
     # Ids arrive as JSON strings or integers; about 2 % are integers here.
     return str(number) if number % 50 == 7 else f'"{number}"'
+
+
+def _uuid_id_json(number: int) -> str:
+    # 36 characters like a UUID, as many external systems use; a scrambled bijection of the number.
+    digits = f"{number * _UUID_MULTIPLIER & _UUID_MASK:032x}"
+    return f'"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"'
+
+
+_ID_JSON = {"uuid": _uuid_id_json, "numeric": _numeric_id_json}
 
 
 # A patient is (id, first index, last index, middle) with middle an index into
@@ -99,7 +113,7 @@ def _draw_patient(rng: random.Random, number: int) -> Patient:
     return [number, int(rand() * len(FIRST_NAMES)), int(rand() * len(LAST_NAMES)), middle, dob]
 
 
-def _patient_json(patient: Patient) -> str:
+def _patient_json(patient: Patient, id_json: Callable[[int], str]) -> str:
     number, first, last, middle, dob = patient
     if middle is _ABSENT:
         middle_part = ""
@@ -109,7 +123,7 @@ def _patient_json(patient: Patient) -> str:
         middle_part = ',"middleName":' + _MIDDLE_JSON[middle]
     return (
         f'{{"firstName":{_FIRST_JSON[first]},"lastName":{_LAST_JSON[last]}{middle_part},'
-        f'"dateOfBirth":"{dob}","externalId":{_id_json(number)}}}'
+        f'"dateOfBirth":"{dob}","externalId":{id_json(number)}}}'
     )
 
 
@@ -152,7 +166,7 @@ def _draw_patient_number(rng: random.Random, known: int, orphan_base: int, orpha
     return 1 + int(rng.random() ** 2 * known)
 
 
-def _payment_json(payment: Payment) -> str:
+def _payment_json(payment: Payment, id_json: Callable[[int], str]) -> str:
     number, cents, patient, as_int = payment
     if as_int:
         amount = str(cents // 100)
@@ -160,7 +174,7 @@ def _payment_json(payment: Payment) -> str:
         sign = "-" if cents < 0 else ""
         whole, part = divmod(abs(cents), 100)
         amount = f"{sign}{whole}.{part:02d}"
-    return f'{{"amount":{amount},"patientId":{_id_json(patient)},"externalId":{_id_json(number)}}}'
+    return f'{{"amount":{amount},"patientId":{id_json(patient)},"externalId":{id_json(number)}}}'
 
 
 class _Generator:
@@ -264,23 +278,27 @@ class Dataset:
         return self.directory / (f"{entity}.json" if day == "base" else f"{entity}.next.json")
 
 
-def generate(size: Size, seed: int, directory: Path) -> Dataset:
-    """Write the four snapshot files of (size, seed) into `directory` (created)."""
+def generate(size: Size, seed: int, directory: Path, ids: str = "uuid") -> Dataset:
+    """Write the four snapshot files of (size, seed) into `directory` (created), with
+    `ids` ("uuid" or "numeric") external ids."""
+    patient_json = partial(_patient_json, id_json=_ID_JSON[ids])
+    payment_json = partial(_payment_json, id_json=_ID_JSON[ids])
     directory.mkdir(parents=True, exist_ok=True)
     generator = _Generator(size, seed)
     dataset = Dataset(directory, {})
     base = {
-        "patients": _write_array(dataset.path("patients"), map(_patient_json, generator.base_patients())),
-        "payments": _write_array(dataset.path("payments"), map(_payment_json, generator.base_payments())),
+        "patients": _write_array(dataset.path("patients"), map(patient_json, generator.base_patients())),
+        "payments": _write_array(dataset.path("payments"), map(payment_json, generator.base_payments())),
     }
-    rows = _write_array(dataset.path("patients", "next"), map(_patient_json, generator.next_patients()))
+    rows = _write_array(dataset.path("patients", "next"), map(patient_json, generator.next_patients()))
     generator.counts["patients"]["rows"] = rows
-    rows = _write_array(dataset.path("payments", "next"), map(_payment_json, generator.next_payments()))
+    rows = _write_array(dataset.path("payments", "next"), map(payment_json, generator.next_payments()))
     generator.counts["payments"]["rows"] = rows
     manifest = {
         "generator": GENERATOR_VERSION,
         "size": size.name,
         "seed": seed,
+        "ids": ids,
         "base": base,
         "next": generator.counts,
         "bytes": {path.name: path.stat().st_size for path in sorted(directory.glob("*.json"))},
@@ -289,15 +307,16 @@ def generate(size: Size, seed: int, directory: Path) -> Dataset:
     return Dataset(directory, manifest)
 
 
-def ensure_dataset(size: Size, seed: int = DEFAULT_SEED, data_dir: Path = DATA_DIR) -> Dataset:
-    """The cached files of (size, seed), generated first when missing."""
-    directory = data_dir / f"{size.name}-{size.patients}x{size.payments}-seed{seed}-v{GENERATOR_VERSION}"
+def ensure_dataset(size: Size, seed: int = DEFAULT_SEED, data_dir: Path = DATA_DIR, ids: str = "uuid") -> Dataset:
+    """The cached files of (size, seed, ids), generated first when missing."""
+    name = f"{size.name}-{size.patients}x{size.payments}-seed{seed}-{ids}-v{GENERATOR_VERSION}"
+    directory = data_dir / name
     manifest_path = directory / "manifest.json"
     if manifest_path.exists():
         return Dataset(directory, json.loads(manifest_path.read_text()))
     partial = directory.with_name(directory.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    generate(size, seed, partial)
+    generate(size, seed, partial, ids)
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
     return Dataset(directory, json.loads(manifest_path.read_text()))
@@ -307,8 +326,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="M")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--ids", choices=IDS, default="uuid", help="external id style (default: uuid)")
     args = parser.parse_args(argv)
-    dataset = ensure_dataset(SIZES[args.size], args.seed)
+    dataset = ensure_dataset(SIZES[args.size], args.seed, ids=args.ids)
     print(dataset.directory)
     print(json.dumps(dataset.manifest, indent=2))
 

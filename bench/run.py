@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import report, steps
 from bench.database import Server, bench_server, table_writes
-from bench.generate import DEFAULT_SEED, SIZES, Dataset, Size, ensure_dataset
+from bench.generate import DEFAULT_SEED, IDS, SIZES, Dataset, Size, ensure_dataset
 from bench.read_load import ReadsDuringSync, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,14 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="paysync benchmark")
     parser.add_argument("--size", choices=sorted(SIZES), default="M")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--ids", choices=IDS, default="uuid", help="external id style (default: uuid)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
     args = parser.parse_args(argv)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
     size = SIZES[args.size]
     _log(f"snapshots: size {size.name} ({size.patients} patients, {size.payments} payments), seed {args.seed}")
-    dataset = ensure_dataset(size, args.seed)
-    small = dataset if size.name == "S" else ensure_dataset(SIZES["S"], args.seed)
+    dataset = ensure_dataset(size, args.seed, ids=args.ids)
+    small = dataset if size.name == "S" else ensure_dataset(SIZES["S"], args.seed, ids=args.ids)
     # First, while the machine is quiet: import times are easily disturbed.
     _log("cold imports")
     imports = run_imports()

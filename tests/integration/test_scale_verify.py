@@ -3,6 +3,7 @@ re-sync, next day) through the real reconcile, the replica verified against the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pg8000.native
@@ -20,6 +21,11 @@ TINY = Size("T", patients=400, payments=3000)
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return generate(TINY, seed=7, directory=tmp_path_factory.mktemp("scale"))
+
+
+@pytest.fixture(scope="module")
+def numeric_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return generate(TINY, seed=7, directory=tmp_path_factory.mktemp("numeric"), ids="numeric")
 
 
 def _sync(dataset: Dataset, day: str) -> dict[str, dict[str, int]]:
@@ -53,7 +59,15 @@ def test_generated_data_has_the_awkward_cases(dataset: Dataset) -> None:
     assert text.count('"middleName"') < dataset.manifest["base"]["patients"]  # some middle names absent
     for awkward in (", ", '\\"', "\\\\", "é", "\\t"):
         assert awkward in text
+    assert text.count('"externalId":"') == dataset.manifest["base"]["patients"]  # UUID-like strings
+    assert len(json.loads(text)[0]["externalId"]) == 36
+
+
+def test_numeric_variant_has_integer_ids(numeric_dataset: Dataset) -> None:
+    text = numeric_dataset.path("patients").read_text(encoding="utf-8")
+
     assert '"externalId":7' in text  # integer ids appear too
+    assert numeric_dataset.manifest["ids"] == "numeric"
 
 
 def test_base_identical_and_next_day_syncs_verify(
