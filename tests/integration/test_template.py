@@ -256,9 +256,15 @@ def test_alarms_watch_the_failure_paths(template):
     alarms = {
         (a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"]
         for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] != "Errors"
     }
-    errors = alarms[("AWS/Lambda", "Errors")]
-    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "ReconcileFunction"}}]
+    # Lambda errors: the functions that run unattended (S3 events, the daily schedule).
+    watched = {
+        a["Properties"]["Dimensions"][0]["Value"]["Ref"]
+        for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] == "Errors" and a["Properties"]["Namespace"] == "AWS/Lambda"
+    }
+    assert watched == {"ReconcileFunction", "PurgeHistoryFunction"}
     dlq = alarms[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
     assert dlq["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["ReconcileDeadLetterQueue", "QueueName"]}
     api_5xx = {d["Name"]: d["Value"] for d in alarms[("AWS/ApiGateway", "5XXError")]["Dimensions"]}
