@@ -1,0 +1,160 @@
+"""The strict floor: what this machine ingests at best, with no paysync code on the path.
+
+Two timed stages, run one after the other:
+
+1. parse + encode: the snapshot is read in blocks of lines (the generator writes
+   one record per line), each block wrapped in [ ] and parsed by the standard
+   library's C JSON parser, and every record written as a line of COPY text to a
+   temporary file. Memory holds one block, at any size.
+2. COPY: the file is sent with psycopg 3 (libpq, like psql's \\copy) into an
+   UNLOGGED table without indexes.
+
+The floor is the sum of the two stages' wall times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+BLOCK_LINES = 20_000
+COPY_BLOCK_BYTES = 1 << 20
+NULL = "\\N"
+FIELDS = {
+    "patients": ("externalId", "firstName", "lastName", "middleName", "dateOfBirth"),
+    "payments": ("externalId", "amount", "patientId"),
+}
+COLUMNS = {
+    "patients": ("idx", "external_id", "first_name", "last_name", "middle_name", "date_of_birth"),
+    "payments": ("idx", "external_id", "amount", "patient_external_id"),
+}
+DDL = {
+    "patients": """CREATE UNLOGGED TABLE {table} (
+        idx bigint, external_id text, first_name text, last_name text, middle_name text, date_of_birth date)""",
+    "payments": """CREATE UNLOGGED TABLE {table} (
+        idx bigint, external_id text, amount numeric(12,2), patient_external_id text)""",
+}
+
+
+def copy_field(value: Any) -> str:
+    """One field of COPY text: \\N for null, numbers as JSON wrote them, text escaped."""
+    if value is None:
+        return NULL
+    text = str(value)
+    # Backslash first, then the characters that would end a field or a row.
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy_line(entity: str, index: int, record: dict[str, Any]) -> str:
+    """One COPY text row (without its newline): idx, then the entity's fields; a missing key is null."""
+    return "\t".join([str(index), *(copy_field(record.get(name)) for name in FIELDS[entity])])
+
+
+# Lines without a backslash or a null need neither escapes nor \\N for a present key: one f-string.
+def _plain_patient(index: int, record: dict[str, Any]) -> str:
+    get = record.get
+    return (
+        f"{index}\t{get('externalId', NULL)}\t{get('firstName', NULL)}\t{get('lastName', NULL)}"
+        f"\t{get('middleName', NULL)}\t{get('dateOfBirth', NULL)}"
+    )
+
+
+def _plain_payment(index: int, record: dict[str, Any]) -> str:
+    get = record.get
+    return f"{index}\t{get('externalId', NULL)}\t{get('amount', NULL)}\t{get('patientId', NULL)}"
+
+
+_PLAIN = {"patients": _plain_patient, "payments": _plain_payment}
+
+
+def copy_block(entity: str, first_index: int, lines: list[bytes]) -> str:
+    """COPY text for a block of JSON records, one per line, numbered from `first_index`.
+
+    Numbers keep the digits JSON wrote (parse_float=str). A line holding a backslash (an
+    escape: quotes, tabs, newlines, backslashes, \\u…) or a null takes the general path.
+    """
+    records = json.loads(b"[" + b",".join(lines) + b"]", parse_float=str)
+    plain = _PLAIN[entity]
+    rows = [
+        copy_line(entity, index, record) if b"\\" in line or b"null" in line else plain(index, record)
+        for index, (line, record) in enumerate(zip(lines, records, strict=True), first_index)
+    ]
+    return "\n".join(rows) + "\n" if rows else ""
+
+
+def line_blocks(stream: BinaryIO, block_lines: int = BLOCK_LINES) -> Iterator[list[bytes]]:
+    """The records of a one-record-per-line JSON array, as blocks of `block_lines` lines."""
+    block: list[bytes] = []
+    for line in stream:
+        line = line.strip()
+        if line in (b"[", b"]", b""):
+            continue
+        block.append(line.rstrip(b","))
+        if len(block) >= block_lines:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def encode_snapshot(entity: str, source: Path, target: Path) -> int:
+    """Parse `source` and write its COPY text to `target`; returns the number of records."""
+    rows = 0
+    with source.open("rb") as stream, target.open("w", encoding="utf-8", newline="") as out:
+        for block in line_blocks(stream):
+            out.write(copy_block(entity, rows, block))
+            rows += len(block)
+    return rows
+
+
+def measure(url: str, entity: str, path: str) -> dict[str, Any]:
+    """Both stages for one snapshot: rows, wall and CPU seconds of each, and their sum."""
+    import psycopg
+
+    from bench.steps import own_cpu, process_cpu
+
+    table = f"strict_floor_{entity}"
+    handle, name = tempfile.mkstemp(prefix=f"paysync-floor-{entity}-", suffix=".copy")
+    os.close(handle)
+    spool = Path(name)
+    try:
+        cpu_before, clock = own_cpu(), time.perf_counter()
+        rows = encode_snapshot(entity, Path(path), spool)
+        parse_wall, parse_cpu = time.perf_counter() - clock, own_cpu() - cpu_before
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
+            connection.execute(DDL[entity].format(table=table))
+            pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+            server_before, cpu_before, clock = process_cpu(pid), own_cpu(), time.perf_counter()
+            statement = f"COPY {table} ({', '.join(COLUMNS[entity])}) FROM STDIN"
+            with (
+                spool.open("rb") as stream,
+                connection.transaction(),
+                connection.cursor() as cursor,
+                cursor.copy(statement) as copy,
+            ):
+                while block := stream.read(COPY_BLOCK_BYTES):
+                    copy.write(block)
+            copy_wall, copy_cpu = time.perf_counter() - clock, own_cpu() - cpu_before
+            server_after = process_cpu(pid)
+            [[copied]] = connection.execute(f"SELECT count(*) FROM {table}").fetchall()
+            connection.execute(f"DROP TABLE {table}")
+        if copied != rows:
+            raise RuntimeError(f"strict floor {entity}: {rows} records parsed, {copied} copied")
+        return {
+            "rows": rows,
+            "parse_wall_s": parse_wall,
+            "parse_cpu_s": parse_cpu,
+            "copy_wall_s": copy_wall,
+            "copy_cpu_s": copy_cpu,
+            "server_cpu_s": None if server_before is None or server_after is None else server_after - server_before,
+            "copy_text_bytes": spool.stat().st_size,
+            "wall_s": parse_wall + copy_wall,
+        }
+    finally:
+        spool.unlink(missing_ok=True)
