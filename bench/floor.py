@@ -2,10 +2,10 @@
 
 Two timed stages, run one after the other:
 
-1. parse + encode: the snapshot is read in blocks of lines (the generator writes
-   one record per line), each block wrapped in [ ] and parsed by the standard
-   library's C JSON parser, and every record written as a line of COPY text to a
-   temporary file. Memory holds one block, at any size.
+1. parse + encode: the snapshot is read in blocks of whole lines of about 2 MB
+   (the generator writes one record per line), each block wrapped in [ ] and
+   parsed by the standard library's C JSON parser, and every record written as a
+   line of COPY text to a temporary file. Memory holds one block, at any size.
 2. COPY: the file is sent with psycopg 3 (libpq, like psql's \\copy) into an
    UNLOGGED table without indexes.
 
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-BLOCK_LINES = 20_000
+BLOCK_BYTES = 2 << 20
 COPY_BLOCK_BYTES = 1 << 20
 NULL = "\\N"
 FIELDS = {
@@ -55,7 +55,8 @@ def copy_line(entity: str, index: int, record: dict[str, Any]) -> str:
     return "\t".join([str(index), *(copy_field(record.get(name)) for name in FIELDS[entity])])
 
 
-# Lines without a backslash or a null need neither escapes nor \\N for a present key: one f-string.
+# Lines without a backslash (no escapes to write) take an f-string: one without null checks for
+# blocks holding no null, one with them otherwise.
 def _plain_patient(index: int, record: dict[str, Any]) -> str:
     get = record.get
     return (
@@ -69,46 +70,78 @@ def _plain_payment(index: int, record: dict[str, Any]) -> str:
     return f"{index}\t{get('externalId', NULL)}\t{get('amount', NULL)}\t{get('patientId', NULL)}"
 
 
+def _null(value: Any) -> Any:
+    return NULL if value is None else value
+
+
+def _nullable_patient(index: int, record: dict[str, Any]) -> str:
+    get = record.get
+    return (
+        f"{index}\t{_null(get('externalId'))}\t{_null(get('firstName'))}\t{_null(get('lastName'))}"
+        f"\t{_null(get('middleName'))}\t{_null(get('dateOfBirth'))}"
+    )
+
+
+def _nullable_payment(index: int, record: dict[str, Any]) -> str:
+    get = record.get
+    return f"{index}\t{_null(get('externalId'))}\t{_null(get('amount'))}\t{_null(get('patientId'))}"
+
+
 _PLAIN = {"patients": _plain_patient, "payments": _plain_payment}
+_NULLABLE = {"patients": _nullable_patient, "payments": _nullable_payment}
 
 
-def copy_block(entity: str, first_index: int, lines: list[bytes]) -> str:
-    """COPY text for a block of JSON records, one per line, numbered from `first_index`.
+def copy_block(entity: str, first_index: int, body: bytes) -> tuple[str, int]:
+    """COPY text for a block of JSON records, one per line (each but the last ending in a comma),
+    numbered from `first_index`; returns the text and the number of records.
 
-    Numbers keep the digits JSON wrote (parse_float=str). A line holding a backslash (an
-    escape: quotes, tabs, newlines, backslashes, \\u…) or a null takes the general path.
+    Numbers keep the digits JSON wrote (parse_float=str). Only a line holding a backslash (an
+    escape: quotes, tabs, newlines, backslashes, \\u…) can need COPY escapes: it takes the
+    general path, every other record one f-string.
     """
-    records = json.loads(b"[" + b",".join(lines) + b"]", parse_float=str)
-    plain = _PLAIN[entity]
-    rows = [
-        copy_line(entity, index, record) if b"\\" in line or b"null" in line else plain(index, record)
-        for index, (line, record) in enumerate(zip(lines, records, strict=True), first_index)
-    ]
-    return "\n".join(rows) + "\n" if rows else ""
+    records = json.loads(b"[" + body + b"]", parse_float=str)
+    if b"\\" not in body:
+        plain = (_NULLABLE if b"null" in body else _PLAIN)[entity]
+        rows = [plain(index, record) for index, record in enumerate(records, first_index)]
+    else:
+        plain = _NULLABLE[entity]
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        rows = [
+            copy_line(entity, index, record) if b"\\" in line else plain(index, record)
+            for index, (line, record) in enumerate(zip(lines, records, strict=True), first_index)
+        ]
+    return ("\n".join(rows) + "\n" if rows else ""), len(records)
 
 
-def line_blocks(stream: BinaryIO, block_lines: int = BLOCK_LINES) -> Iterator[list[bytes]]:
-    """The records of a one-record-per-line JSON array, as blocks of `block_lines` lines."""
-    block: list[bytes] = []
-    for line in stream:
-        line = line.strip()
-        if line in (b"[", b"]", b""):
-            continue
-        block.append(line.rstrip(b","))
-        if len(block) >= block_lines:
-            yield block
-            block = []
-    if block:
-        yield block
+def json_blocks(stream: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """The records of a one-record-per-line JSON array, in blocks of whole lines of about
+    `block_bytes`, without the array's brackets and the block's last comma. (Each record
+    line starts with { and ends with } or },: a [ or ] at a block's edge is the array's.)"""
+    rest = b""
+    while True:
+        data = stream.read(block_bytes)
+        chunk = rest + data
+        if data:
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:
+                rest = chunk
+                continue
+            chunk, rest = chunk[:cut], chunk[cut:]
+        body = chunk.strip().removeprefix(b"[").removesuffix(b"]").strip().rstrip(b",")
+        if body:
+            yield body
+        if not data:
+            return
 
 
 def encode_snapshot(entity: str, source: Path, target: Path) -> int:
     """Parse `source` and write its COPY text to `target`; returns the number of records."""
     rows = 0
     with source.open("rb") as stream, target.open("w", encoding="utf-8", newline="") as out:
-        for block in line_blocks(stream):
-            out.write(copy_block(entity, rows, block))
-            rows += len(block)
+        for body in json_blocks(stream):
+            text, count = copy_block(entity, rows, body)
+            out.write(text)
+            rows += count
     return rows
 
 
