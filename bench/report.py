@@ -410,26 +410,64 @@ HEADER = """# Benchmarks
 Produced by `make bench SIZE=S|M|L` (default M); each run saves
 `bench/results/<SIZE>.json` and rewrites this file from every saved size.
 Snapshots are generated deterministically by `bench/generate.py` (cached in
-`bench/data/`, gitignored). The targets are judged at M (and at L for the
-Lambda time limit and the memory growth); every size prints them. Size R
-(100,000 patients, 300,000 payments) is the smallest where both first loads
-take the bulk path, to check reads during them without the cost of M.
+`bench/data/`, gitignored; UUID-like external ids unless `--ids numeric`).
+The targets are judged at M (and at L for the Lambda time limit and the
+memory growth); every size prints them. Size R (100,000 patients, 300,000
+payments) is the smallest where both first loads take the bulk path, to
+check reads during them without the cost of M.
 
-How to read the sync table:
+How to read the tables:
 
-- **COPY floor**: the same streaming parse, then COPY into an unindexed
-  UNLOGGED table with psycopg 3 (libpq, C): what this machine and database
-  can ingest at best. **x floor** is a step's wall time over the floor of
-  the same entity; the targets compare each phase (patients + payments)
-  with both floors together.
+- **Strict floor**: what this machine ingests at best, with no paysync code
+  on the path, measured in the same run as everything else, in two stages
+  one after the other: *parse + encode* reads the snapshot in blocks of whole
+  lines of about 2 MB (the generator writes one record per line), parses each
+  block with the standard library's C JSON parser and writes every record as
+  a line of COPY text to a temporary file (memory holds one block, at any
+  size); *COPY* then sends that file with psycopg 3 (libpq, like psql's
+  `\\copy`) into an UNLOGGED table without indexes. The strict floor is the
+  **sum** of the two stages, not a pipeline of them. **x strict floor** is a
+  step's wall time over the strict floor of the same entity; the targets
+  compare each phase (patients + payments) with both strict floors together.
+- **COPY floor** (kept as an extra column): paysync's own streaming reader
+  (the validating parser the syncs use) feeding COPY into an UNLOGGED table
+  without indexes, in one pipeline. Its distance from the strict floor is
+  what paysync's parser costs over the C parser.
 - **Sync steps** run `paysync.reconcile.reconcile_snapshot` (pg8000, one
   transaction), the function the Lambdas and the CLI call, each in a fresh
   child process: wall time, the Python process's CPU, the PostgreSQL
   backend's CPU (from /proc; parallel workers not included), the child's
-  peak RSS (VmHWM: interpreter and imports included) and the rows
-  PostgreSQL really wrote to `patients` + `payments` (pg_stat_user_tables
-  deltas: inserts + updates + deletes; a payments sync also rewrites the
-  totals of the patients whose payments moved).
+  peak RSS (VmHWM: interpreter and imports included), the rows PostgreSQL
+  really wrote to `patients` + `payments` (pg_stat_user_tables deltas:
+  inserts + updates + deletes; a payments sync also rewrites the totals of
+  the patients whose payments moved) and the **history rows** it wrote to
+  `patient_versions` + `payment_versions` (inserts). Targets: first load ≤ 5x
+  the strict floor, next-day re-sync ≤ 4x, identical re-sync ≤ 2.5x writing
+  no row; no history row from a first load or an identical re-sync; peak RSS
+  ≤ 300 MB at every size and at L at most 1.2x M (judged when both M and L
+  results are saved); the longest single sync step at L well within the
+  900 s Lambda limit.
+- **Where the time goes**: inside each sync child every statement paysync
+  sends (pg8000's `Connection.run`) is timed: wall time, the child's CPU
+  and the PostgreSQL backend's CPU (/proc, in 10 ms ticks), summed per
+  statement group. A group is named by the statement's leading keywords and
+  target table (`COPY stage_payments`, `INSERT payment_versions`,
+  `CREATE diff_payments`, `UPDATE payments (soft-delete)`,
+  `UPDATE patients (totals)`, `SELECT stage_payments (duplicate check)`,
+  `COMMIT`…); statements it does not recognise go to "other". The COPY
+  group's Python CPU is the parse: the snapshot is read while COPY streams.
+  "(Python between statements)" is the step's time outside any statement.
+  Each cell is wall / Python CPU / PostgreSQL CPU in seconds; the ten
+  slowest groups are shown, the others summed in "rest".
+- **History's cost**: after the identical re-sync, the replica is cloned
+  (`CREATE DATABASE … TEMPLATE`) and the next day's patients + payments
+  syncs run on the clone, once with history and once with
+  `KEEP_HISTORY=false`, in two pairs whose order alternates (off, on, on,
+  off), each on a fresh clone, each clone verified against the next day's
+  snapshots. The ratio is the median with history over the median without
+  (wall time, patients + payments); target ≤ 1.15x. When the syncs without
+  history still write history rows (the setting is not honoured), the
+  comparison is reported but not judged.
 - **Reads during it**: while each sync step runs, a thread of the benchmark
   process calls the real `get_patients`, `get_payments` and `get_syncs`
   handlers on its own connection (first pages, a total range, 20 patients'
@@ -449,13 +487,22 @@ How to read the sync table:
 - After every phase the replica is verified against the JSON: live row
   counts, a checksum of every replicated column, every payment's patient
   link, and every patient's total and count recomputed from the file.
-- **Reads** call the real `get_patients` / `get_payments` handlers in-process
-  with API Gateway proxy events, in one fresh process: 300 timed calls per
-  case and size, cycling through up to 50 different requests, in rounds of
-  50 that alternate between S and the chosen size (5 untimed warm-up calls
-  after each switch), so that drift in the machine's speed hits both sizes
-  alike. Both replicas get a `VACUUM (ANALYZE)` first, so that autovacuum
-  catching up with the syncs does not compete for the two cores.
+- **Reads** call the real handlers in-process with API Gateway proxy
+  events, in one fresh process: 300 timed calls per case and size, cycling
+  through up to 50 different requests, in rounds of 50 that alternate
+  between S and the chosen size (5 untimed warm-up calls after each
+  switch), so that drift in the machine's speed hits both sizes alike. Both
+  replicas hold the base day and then the next day (so rows have history)
+  and get a `VACUUM (ANALYZE)` first, so that autovacuum catching up with
+  the syncs does not compete for the two cores. *Lists* (`get_patients`,
+  `get_payments`): targets p50 ≤ 5 ms and p99 ≤ 20 ms. *History and
+  analytics* (`get_stats`: /stats, /stats?top=100, /stats/histogram,
+  /stats/history; `get_patients`: one patient, the same `as_of` a moment
+  between the first load and the next day, its history; `get_payments`: a
+  payment's history; `get_syncs`: the next-day payments sync's changes,
+  first page, filtered to updated payments, and pages from a cursor), on
+  rows the next day really changed: targets p50 ≤ 20 ms and p99 ≤ 50 ms.
+  For both, the chosen size's p50 at most 1.5x S's.
 - **Cold import**: `import app` of each function in a fresh interpreter
   (bytecode cached), median of 9, measured first while the machine is idle.
 
