@@ -36,8 +36,9 @@ ENTITIES = ("patients", "payments")
 PHASES = (("first load", "base"), ("identical re-sync", "base"), ("next-day re-sync", "next"))
 IMPORT_RUNS = 9
 # Next-day syncs with and without history, on clones of the replica after the identical re-sync:
-# pairs of one each, the order alternating from pair to pair.
+# pairs of one each, the order alternating from pair to pair (one pair at L, where each costs minutes).
 HISTORY_PAIRS = 2
+HISTORY_PAIRS_AT_L = 1
 # Several benchmarks can share one server when each names its own database.
 DATABASE = os.environ.get("BENCH_DATABASE_NAME", "paysync_bench")
 
@@ -121,12 +122,14 @@ def run_syncs(
     syncs, verifications, cost = [], [], {}
     for phase, day in PHASES:
         if day == "next":
-            cost = history_cost(server, dataset, problems)
+            pairs = HISTORY_PAIRS_AT_L if dataset.manifest["size"] == "L" else HISTORY_PAIRS
+            cost = history_cost(server, dataset, problems, pairs)
         for entity in ENTITIES:
             path = dataset.path(entity, day)
             before = table_writes(url)
             _log(f"sync: {phase} {entity} ({path.name})")
-            with ReadsDuringSync(url, dataset.manifest["base"]["patients"]) as reads:
+            patients = dataset.manifest["base"]["patients"]
+            with ReadsDuringSync(url, patients, dataset.manifest.get("ids", "uuid")) as reads:
                 result = steps.in_child(steps.sync, url, entity, str(path))
             written = _settled_writes(url, before)
             result.update(phase=phase, entity=entity, written=written)
@@ -190,16 +193,16 @@ def _clone(server: Server, name: str) -> str:
     return server.database_url(name)
 
 
-def history_cost(server: Server, dataset: Dataset, problems: list[str]) -> dict[str, Any]:
+def history_cost(server: Server, dataset: Dataset, problems: list[str], pairs: int = HISTORY_PAIRS) -> dict[str, Any]:
     """The next-day syncs (patients + payments) with history and without it (KEEP_HISTORY=false),
-    each on its own clone of the replica as the identical re-sync left it, in HISTORY_PAIRS pairs
+    each on its own clone of the replica as the identical re-sync left it, in `pairs` pairs
     whose order alternates; every clone verified against the next day's snapshots."""
     import psycopg
 
     from bench.verify import verify_replica
 
     runs = []
-    for pair in range(HISTORY_PAIRS):
+    for pair in range(pairs):
         for keep in (False, True) if pair % 2 == 0 else (True, False):
             name = f"{DATABASE}_clone"
             clock = time.perf_counter()
@@ -282,6 +285,28 @@ def run_reads(server: Server, size: Size, small: Dataset, url: str) -> dict[str,
             server.drop_database(f"{DATABASE}_s")
 
 
+_NOT_CODE = (":(exclude)bench/results",)  # what the benchmark itself writes
+
+
+def _commit() -> str | None:
+    """The checked-out commit (with "+changes" when the tree differs from it), None outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "bench", "layers", "functions", *_NOT_CODE],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+changes" if status.stdout.strip() else "")
+
+
 def run_imports() -> dict[str, float]:
     """Median cold import of every function module, in a fresh interpreter each time."""
     layer = str(ROOT / "layers" / "paysync")
@@ -316,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "payments": size.payments,
         "seed": args.seed,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
         "machine": machine(),
         "files": dataset.manifest,
         "imports": imports,
