@@ -92,7 +92,11 @@ def bench_server() -> Iterator[Server]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def table_writes(url: str, tables: tuple[str, ...] = ("patients", "payments")) -> dict[str, dict[str, int]]:
+REPLICA_TABLES = ("patients", "payments")
+HISTORY_TABLES = ("patient_versions", "payment_versions")
+
+
+def table_writes(url: str, tables: tuple[str, ...] = REPLICA_TABLES + HISTORY_TABLES) -> dict[str, dict[str, int]]:
     """Cumulative rows inserted / updated / deleted per table (pg_stat_user_tables)."""
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("SET stats_fetch_consistency = none")

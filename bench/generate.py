@@ -99,6 +99,11 @@ def _uuid_id_json(number: int) -> str:
 _ID_JSON = {"uuid": _uuid_id_json, "numeric": _numeric_id_json}
 
 
+def external_id(number: int, ids: str = "uuid") -> str:
+    """The external id the generator gives patient (or payment) `number` (from 1), as text."""
+    return _ID_JSON[ids](number).strip('"')
+
+
 # A patient is (id, first index, last index, middle) with middle an index into
 # MIDDLE_NAMES, None (JSON null) or _ABSENT; dob is an ISO date string.
 Patient = list[Any]

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from bench.generate import external_id
 from bench.reads import _percentile, load_handler, use_database
 from devserver import lambdas
 from devserver.apigateway import proxy_event
@@ -41,7 +42,7 @@ class ReadsDuringSync:
     stalled by a sync's lock from one slowed by a CPU shared with the sync.
     """
 
-    def __init__(self, url: str, patients: int) -> None:
+    def __init__(self, url: str, patients: int, ids: str = "uuid") -> None:
         self.url = url
         handlers = {path: load_handler(f"get_{path[1:]}") for path in ("/patients", "/payments", "/syncs")}
         step = max(1, patients // PATIENT_IDS)
@@ -49,7 +50,7 @@ class ReadsDuringSync:
             ("/patients", {}),
             ("/patients", {"payment_min": "100", "payment_max": "5000"}),
             ("/payments", {}),
-            *(("/payments", {"external_id": str(1 + i * step)}) for i in range(PATIENT_IDS)),
+            *(("/payments", {"external_id": external_id(1 + i * step, ids)}) for i in range(PATIENT_IDS)),
             ("/syncs", {}),
         ]
         self.calls = [(handlers[path], proxy_event("GET", path, query=query)) for path, query in requests]

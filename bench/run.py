@@ -1,13 +1,15 @@
 """The benchmark: `make bench SIZE=S|M|L` (default M).
 
-In one run: generate (or reuse) the snapshots, measure the COPY floor, run the
-real reconcile (first load, identical re-sync, next-day re-sync; patients then
-payments; each sync in its own child process, while a thread times the read
-handlers against the same database), verify the replica after every phase,
-measure reads through the handlers at S and at the chosen size and the
-handlers' cold import; print the tables and the targets, save
-bench/results/<SIZE>.json and rewrite BENCHMARKS.md from every saved size.
-Exits non-zero when the replica does not match the snapshots.
+In one run: generate (or reuse) the snapshots, measure the strict floor and the
+COPY floor, run the real reconcile (first load, identical re-sync, next-day
+re-sync; patients then payments; each sync in its own child process with every
+statement timed by group, while a thread times the read handlers against the
+same database), verify the replica after every phase, time the next day with
+and without history on clones of the replica, measure reads (lists, history and
+analytics) through the handlers at S and at the chosen size and the handlers'
+cold import; print the tables and the targets, save bench/results/<SIZE>.json
+and rewrite BENCHMARKS.md from every saved size. Exits non-zero when a replica
+does not match the snapshots.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, steps
-from bench.database import Server, bench_server, table_writes
+from bench.database import HISTORY_TABLES, REPLICA_TABLES, Server, bench_server, table_writes
 from bench.generate import DEFAULT_SEED, IDS, SIZES, Dataset, Size, ensure_dataset
 from bench.read_load import ReadsDuringSync, verdict
 
@@ -33,6 +35,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ENTITIES = ("patients", "payments")
 PHASES = (("first load", "base"), ("identical re-sync", "base"), ("next-day re-sync", "next"))
 IMPORT_RUNS = 9
+# Next-day syncs with and without history, on clones of the replica after the identical re-sync:
+# pairs of one each, the order alternating from pair to pair (one pair at L, where each costs minutes).
+HISTORY_PAIRS = 2
+HISTORY_PAIRS_AT_L = 1
 # Several benchmarks can share one server when each names its own database.
 DATABASE = os.environ.get("BENCH_DATABASE_NAME", "paysync_bench")
 
@@ -84,6 +90,10 @@ def _settled_writes(url: str, before: dict[str, dict[str, int]]) -> dict[str, di
     }
 
 
+def _history_rows(written: dict[str, dict[str, int]]) -> int:
+    return sum(written.get(table, {}).get("inserted", 0) for table in HISTORY_TABLES)
+
+
 def _expected_summary(dataset: Dataset, phase: str, entity: str) -> dict[str, int]:
     rows = dataset.manifest["base"][entity]
     if phase == "first load":
@@ -100,28 +110,39 @@ def _expected_summary(dataset: Dataset, phase: str, entity: str) -> dict[str, in
     }
 
 
-def run_syncs(url: str, dataset: Dataset, problems: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every phase, patients then payments, each sync in a fresh child; the replica verified after each phase."""
+def run_syncs(
+    server: Server, url: str, dataset: Dataset, problems: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Every phase, patients then payments, each sync in a fresh child; the replica verified after
+    each phase; before the next day, the cost of history measured on clones (see `history_cost`)."""
     import psycopg
 
     from bench.verify import verify_replica
 
-    syncs, verifications = [], []
+    syncs, verifications, cost = [], [], {}
     for phase, day in PHASES:
+        if day == "next":
+            pairs = HISTORY_PAIRS_AT_L if dataset.manifest["size"] == "L" else HISTORY_PAIRS
+            cost = history_cost(server, dataset, problems, pairs)
         for entity in ENTITIES:
             path = dataset.path(entity, day)
             before = table_writes(url)
             _log(f"sync: {phase} {entity} ({path.name})")
-            with ReadsDuringSync(url, dataset.manifest["base"]["patients"]) as reads:
+            patients = dataset.manifest["base"]["patients"]
+            with ReadsDuringSync(url, patients, dataset.manifest.get("ids", "uuid")) as reads:
                 result = steps.in_child(steps.sync, url, entity, str(path))
             written = _settled_writes(url, before)
             result.update(phase=phase, entity=entity, written=written)
-            result["rows_written"] = sum(sum(kinds.values()) for kinds in written.values())
+            result["rows_written"] = sum(sum(written.get(table, {}).values()) for table in REPLICA_TABLES)
+            result["history_rows"] = _history_rows(written)
             summary = result["summary"]
             for key, value in _expected_summary(dataset, phase, entity).items():
                 if summary.get(key) != value:
                     problems.append(f"{phase} {entity}: summary {key} = {summary.get(key)}, expected {value}")
-            _log(f"  {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, {summary}")
+            _log(
+                f"  {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+                f"{result['history_rows']} history rows, {summary}"
+            )
             result["reads_during"] = reads.summary()
             _log(f"  reads during {phase} {entity}: {verdict(result['reads_during'])}")
             syncs.append(result)
@@ -139,7 +160,94 @@ def run_syncs(url: str, dataset: Dataset, problems: list[str]) -> tuple[list[dic
             }
         )
         _log(f"  {'OK' if checked.ok else 'MISMATCH'}: {len(checked.checks)} checks")
-    return syncs, verifications
+    return syncs, verifications, cost
+
+
+def _clone(server: Server, name: str) -> str:
+    """A copy of the benchmark's database (CREATE DATABASE … TEMPLATE): it must have no other
+    session, so the benchmark's own read connection is closed and stray backends ended first."""
+    import psycopg
+
+    from paysync.dal import db
+
+    if db._shared is not None:
+        db.close_quietly(db._shared)
+        db._shared = None
+    with server.admin() as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        [[version]] = admin.execute("SHOW server_version_num").fetchall()
+        # FILE_COPY copies the files after a checkpoint, much faster than WAL-logging every block.
+        strategy = " STRATEGY = FILE_COPY" if int(version) >= 150000 else ""
+        for attempt in range(20):
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (DATABASE,),
+            )
+            try:
+                admin.execute(f"CREATE DATABASE {name} TEMPLATE {DATABASE}{strategy}")
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
+    return server.database_url(name)
+
+
+def history_cost(server: Server, dataset: Dataset, problems: list[str], pairs: int = HISTORY_PAIRS) -> dict[str, Any]:
+    """The next-day syncs (patients + payments) with history and without it (KEEP_HISTORY=false),
+    each on its own clone of the replica as the identical re-sync left it, in `pairs` pairs
+    whose order alternates; every clone verified against the next day's snapshots."""
+    import psycopg
+
+    from bench.verify import verify_replica
+
+    runs = []
+    for pair in range(pairs):
+        for keep in (False, True) if pair % 2 == 0 else (True, False):
+            name = f"{DATABASE}_clone"
+            clock = time.perf_counter()
+            url = _clone(server, name)
+            clone_s = time.perf_counter() - clock
+            env = {"KEEP_HISTORY": "true" if keep else "false"}
+            try:
+                run: dict[str, Any] = {"keep_history": keep, "clone_s": clone_s, "steps": {}}
+                for entity in ENTITIES:
+                    before = table_writes(url)
+                    result = steps.in_child(steps.sync, url, entity, str(dataset.path(entity, "next")), env)
+                    written = _settled_writes(url, before)
+                    run["steps"][entity] = {
+                        "wall_s": result["wall_s"],
+                        "cpu_s": result["cpu_s"],
+                        "server_cpu_s": result["server_cpu_s"],
+                        "history_rows": _history_rows(written),
+                        "summary": result["summary"],
+                    }
+                run["wall_s"] = sum(step["wall_s"] for step in run["steps"].values())
+                run["history_rows"] = sum(step["history_rows"] for step in run["steps"].values())
+                with psycopg.connect(url) as connection:
+                    checked = verify_replica(
+                        connection, dataset.path("patients", "next"), dataset.path("payments", "next")
+                    )
+                run["verified_checks"] = len(checked.checks)
+                run["mismatches"] = checked.mismatches
+                where = f"next day, history {'on' if keep else 'off'}, clone"
+                problems.extend(f"{where}: {mismatch}" for mismatch in checked.mismatches)
+            finally:
+                server.drop_database(name)
+            _log(
+                f"next day, history {'on ' if keep else 'off'} (clone): {run['wall_s']:.2f} s, "
+                f"{run['history_rows']} history rows, {'OK' if checked.ok else 'MISMATCH'}"
+            )
+            runs.append(run)
+    on = [run["wall_s"] for run in runs if run["keep_history"]]
+    off = [run["wall_s"] for run in runs if not run["keep_history"]]
+    return {
+        "runs": runs,
+        "with_history_s": statistics.median(on),
+        "without_history_s": statistics.median(off),
+        "ratio": statistics.median(on) / statistics.median(off),
+        "history_rows_without": sum(run["history_rows"] for run in runs if not run["keep_history"]),
+    }
 
 
 def _settle(url: str) -> None:
@@ -163,10 +271,11 @@ def run_reads(server: Server, size: Size, small: Dataset, url: str) -> dict[str,
         urls["S"] = server.create_database(f"{DATABASE}_s")
     try:
         if size.name != "S":
-            _log("loading S for the read comparison")
+            _log("loading S (base day, then next day) for the read comparison")
             _migrate(urls["S"])
-            for entity in ENTITIES:
-                steps.in_child(steps.sync, urls["S"], entity, str(small.path(entity)))
+            for day in ("base", "next"):
+                for entity in ENTITIES:
+                    steps.in_child(steps.sync, urls["S"], entity, str(small.path(entity, day)))
         for each in urls.values():
             _settle(each)
         _log(f"reads at {', '.join(urls)}")
@@ -174,6 +283,28 @@ def run_reads(server: Server, size: Size, small: Dataset, url: str) -> dict[str,
     finally:
         if size.name != "S":
             server.drop_database(f"{DATABASE}_s")
+
+
+_NOT_CODE = (":(exclude)bench/results",)  # what the benchmark itself writes
+
+
+def _commit() -> str | None:
+    """The checked-out commit (with "+changes" when the tree differs from it), None outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "bench", "layers", "functions", *_NOT_CODE],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+changes" if status.stdout.strip() else "")
 
 
 def run_imports() -> dict[str, float]:
@@ -210,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "payments": size.payments,
         "seed": args.seed,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
         "machine": machine(),
         "files": dataset.manifest,
         "imports": imports,
@@ -220,11 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         url = server.create_database(DATABASE)
         try:
             _migrate(url)
-            results["floor"] = {}
+            results["strict_floor"], results["floor"] = {}, {}
             for entity in ENTITIES:
+                _log(f"strict floor: {entity}")
+                floor = steps.in_child(steps.strict_floor, url, entity, str(dataset.path(entity)))
+                results["strict_floor"][entity] = floor
+                _log(f"  parse+encode {floor['parse_wall_s']:.2f} s + COPY {floor['copy_wall_s']:.2f} s")
                 _log(f"COPY floor: {entity}")
                 results["floor"][entity] = steps.in_child(steps.copy_floor, url, entity, str(dataset.path(entity)))
-            results["syncs"], results["verification"] = run_syncs(url, dataset, problems)
+            results["syncs"], results["verification"], results["history_cost"] = run_syncs(
+                server, url, dataset, problems
+            )
             results["reads"] = run_reads(server, size, small, url)
         finally:
             if not args.keep:

@@ -47,12 +47,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux, bytes on macOS
 
 
-def _own_cpu() -> float:
+def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def _process_cpu(pid: int) -> float | None:
+def process_cpu(pid: int) -> float | None:
     """CPU seconds of a local process (a PostgreSQL backend), None when it is not visible here."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -78,14 +78,14 @@ def copy_floor(url: str, entity: str, path: str) -> dict[str, Any]:
         connection.execute(f"DROP TABLE IF EXISTS {table}")
         connection.execute(_FLOOR_DDL[entity])
         pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
-        server_before, cpu_before, clock = _process_cpu(pid), _own_cpu(), time.perf_counter()
+        server_before, cpu_before, clock = process_cpu(pid), own_cpu(), time.perf_counter()
         with Path(path).open("rb") as stream, connection.transaction(), connection.cursor() as cursor:
             reader = SnapshotReader(entity, stream)  # type: ignore[arg-type]
             with cursor.copy(f"COPY {table} ({', '.join(STAGE_COLUMNS[entity])}) FROM STDIN") as copy:
                 for chunk in reader.copy_chunks():
                     copy.write(chunk)
         wall = time.perf_counter() - clock
-        cpu, server = _own_cpu() - cpu_before, _delta(server_before, _process_cpu(pid))
+        cpu, server = own_cpu() - cpu_before, _delta(server_before, process_cpu(pid))
         rows = connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         connection.execute(f"DROP TABLE {table}")
     if reader.malformed or reader.failure or reader.invalid_count:
@@ -93,10 +93,22 @@ def copy_floor(url: str, entity: str, path: str) -> dict[str, Any]:
     return {"rows": rows, "wall_s": wall, "cpu_s": cpu, "server_cpu_s": server, "peak_rss_mb": _peak_rss_mb()}
 
 
-def sync(url: str, entity: str, path: str) -> dict[str, Any]:
-    """One sync through `reconcile_snapshot`, the function the Lambdas and the CLI call."""
+def strict_floor(url: str, entity: str, path: str) -> dict[str, Any]:
+    """The strict floor of one snapshot (see bench.floor)."""
+    from bench.floor import measure
+
+    return {**measure(url, entity, path), "peak_rss_mb": _peak_rss_mb()}
+
+
+def sync(url: str, entity: str, path: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One sync through `reconcile_snapshot`, the function the Lambdas and the CLI call, with
+    `env` added to its environment; every statement timed by group (see bench.statements)."""
+    os.environ.update(env or {})
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    import pg8000.native
+
+    from bench.statements import StatementTimer
     from paysync.dal.db import close_quietly, connect
     from paysync.reconcile import reconcile_snapshot
 
@@ -104,11 +116,12 @@ def sync(url: str, entity: str, path: str) -> dict[str, Any]:
     connection = connect()
     try:
         pid = connection.run("SELECT pg_backend_pid()")[0][0]
-        server_before, cpu_before, clock = _process_cpu(pid), _own_cpu(), time.perf_counter()
-        with Path(path).open("rb") as stream:
+        server_before, cpu_before, clock = process_cpu(pid), own_cpu(), time.perf_counter()
+        with Path(path).open("rb") as stream, StatementTimer(pg8000.native.Connection) as timer:
             summary = reconcile_snapshot(entity, stream, source="cli", connection=connection)  # type: ignore[arg-type]
         wall = time.perf_counter() - clock
-        cpu, server = _own_cpu() - cpu_before, _delta(server_before, _process_cpu(pid))
+        cpu, server = own_cpu() - cpu_before, _delta(server_before, process_cpu(pid))
+        statements = timer.groups(wall, cpu, server)
         # Publish this backend's table statistics now rather than up to a second later.
         connection.run("SELECT pg_stat_force_next_flush()")
         connection.run("SELECT 1")
@@ -122,16 +135,19 @@ def sync(url: str, entity: str, path: str) -> dict[str, Any]:
         "peak_rss_mb": _peak_rss_mb(),
         "baseline_rss_mb": baseline_rss,
         "summary": summary.to_json(),
+        "statements": statements,
     }
 
 
-def reads(urls: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
+READ_FUNCTIONS = ("get_patients", "get_payments", "get_stats", "get_syncs")
+
+
+def reads(urls: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
     """Read latencies through the handlers, in-process, on each database (see bench.reads)."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from bench.reads import load_handler, measure_reads
 
-    handlers = {"/patients": load_handler("get_patients"), "/payments": load_handler("get_payments")}
-    return measure_reads(urls, handlers)
+    return measure_reads(urls, {function: load_handler(function) for function in READ_FUNCTIONS})
 
 
 def cold_import(function_dir: str, layer_dir: str) -> float:
