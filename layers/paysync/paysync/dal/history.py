@@ -132,20 +132,32 @@ def sync_changes(
     the version it started (`after`) and the one it ended (`before_*`, NULL for inserts)."""
     table = _TABLES[entity]
     before_fields = ", ".join(f"b.{name} AS before_{name}" for name in table.fields)
+    # Each branch walks its (sync, row id) index from the cursor and stops at `limit` rows, so a
+    # page costs the same whether the sync changed a hundred rows or a million; only the page's
+    # rows look up the version the sync ended (one index probe each, LATERAL: the planner's
+    # estimate of a version table that grew in the last sync must not turn it into a scan). A live
+    # row the sync wrote always has its action set.
     rows = connection.run(
         f"""
         SELECT a.id, {", ".join(f"a.{name}" for name in table.fields)}, a.action,
                b.action AS before_action, {before_fields}
         FROM (
-            (SELECT * FROM ({_current_version_sql(entity)}
-                            WHERE t.version_sync_id = :sync_id AND t.id > :after_id) c)
-            UNION ALL
-            (SELECT * FROM ({_past_version_sql(entity)}
-                            WHERE v.sync_started = :sync_id AND v.{table.row_id} > :after_id) p)
+            SELECT * FROM (
+                (SELECT * FROM ({_current_version_sql(entity)}
+                                WHERE t.version_sync_id = :sync_id AND t.id > :after_id
+                                  AND (CAST(:action AS text) IS NULL OR t.version_action = :action)
+                                ORDER BY t.id LIMIT :limit) c)
+                UNION ALL
+                (SELECT * FROM ({_past_version_sql(entity)}
+                                WHERE v.sync_started = :sync_id AND v.{table.row_id} > :after_id
+                                  AND (CAST(:action AS text) IS NULL OR v.action = :action)
+                                ORDER BY v.{table.row_id} LIMIT :limit) p)
+            ) u
+            ORDER BY id LIMIT :limit
         ) a
-        LEFT JOIN {table.versions} b ON b.sync_ended = :sync_id AND b.{table.row_id} = a.id
-        WHERE CAST(:action AS text) IS NULL OR a.action = :action
-        ORDER BY a.id LIMIT :limit""",
+        LEFT JOIN LATERAL (SELECT * FROM {table.versions} e
+                           WHERE e.sync_ended = :sync_id AND e.{table.row_id} = a.id LIMIT 1) b ON true
+        ORDER BY a.id""",
         sync_id=sync_id,
         after_id=after_id or 0,
         action=action,
