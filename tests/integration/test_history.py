@@ -318,6 +318,29 @@ def test_changes_survive_later_syncs_and_first_load_lists_inserts(conn, invoke):
     assert (change["before"]["firstName"], change["after"]["firstName"]) == ("Ann", "B")
 
 
+def test_changes_pages_merge_live_rows_and_later_superseded_versions_in_id_order(conn, invoke):
+    sync("patients", [patient(str(n)) for n in range(1, 9)])
+    n = sync("patients", [patient(str(n), first="New") for n in range(1, 7)])  # 1-6 updated, 7-8 deleted
+    # A later sync supersedes the versions sync n started for 2, 5 and 8: those now live in history.
+    sync("patients", [patient(str(k), first="Newer" if k in (2, 5) else "New") for k in range(1, 7)] + [patient("8")])
+
+    whole = ok(get_changes(invoke, n))
+    pages, query = [], {"limit": "2"}
+    while True:
+        page = get_changes(invoke, n, query)
+        pages += ok(page)
+        link = header(page, "Link")
+        if link is None:
+            break
+        query = {k: v[0] for k, v in parse_qs(urlsplit(link[1 : link.index(">")]).query).items()}
+
+    expected = [(str(k), "updated") for k in range(1, 7)] + [("7", "deleted"), ("8", "deleted")]
+    assert [(c["externalId"], c["action"]) for c in whole] == expected
+    assert pages == whole
+    assert [c["after"]["firstName"] for c in whole[:6]] == ["New"] * 6  # what sync n wrote, not the later value
+    assert [c["externalId"] for c in ok(get_changes(invoke, n, {"action": "deleted", "limit": "1"}))] == ["7"]
+
+
 def test_changes_of_unknown_sync_is_404_and_dry_run_has_none(conn, invoke):
     sync("patients", [patient("1")])
     dry = reconcile_snapshot("patients", snapshot([patient("1", first="X")]), source="cli", dry_run=True)
