@@ -207,9 +207,9 @@ def _apply(
         guard.check(connection, entity, summary.source, summary.received, changes.deleted, live_before)
     bulk = first_load and changes.inserted >= merge.BULK_LOAD_MIN_ROWS
     if entity == "patients":
-        merge.apply_patients(connection, bulk)
+        merge.apply_patients(connection, bulk, settings.keep_history)
     else:
-        merge.apply_payments(connection, bulk)
+        merge.apply_payments(connection, bulk, settings.keep_history)
     totals_moved = merge.refresh_totals(connection)
     summary.inserted, summary.updated = changes.inserted, changes.updated
     summary.restored = changes.restored

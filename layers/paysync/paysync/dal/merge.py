@@ -373,20 +373,21 @@ def _sqlstate(exc: DatabaseError) -> str | None:
 _NEW_ACTION = "CASE d.action WHEN 'u' THEN 'updated' WHEN 'd' THEN 'deleted' ELSE 'restored' END"
 
 
-def apply_patients(connection: Connection, bulk: bool = False) -> None:
+def apply_patients(connection: Connection, bulk: bool = False, keep_history: bool = True) -> None:
     """Soft-delete missing, update changed, restore reappearing, insert new patients; link waiting payments.
 
-    The versions the sync supersedes go to patient_versions first."""
+    The versions the sync supersedes go to patient_versions first (when `keep_history`)."""
     # One statement for all superseded versions; inserts supersede nothing.
-    connection.run(
-        f"""
-        INSERT INTO patient_versions (patient_id, external_id, first_name, last_name, middle_name, date_of_birth,
-                                      valid_from, valid_to, sync_started, sync_ended, action)
-        SELECT t.id, t.external_id, t.first_name, t.last_name, t.middle_name, t.date_of_birth,
-               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
-        FROM diff_patients d JOIN patients t ON t.id = d.id
-        WHERE d.action IN ('u', 'd', 'r')"""
-    )
+    if keep_history:
+        connection.run(
+            f"""
+            INSERT INTO patient_versions (patient_id, external_id, first_name, last_name, middle_name, date_of_birth,
+                                          valid_from, valid_to, sync_started, sync_ended, action)
+            SELECT t.id, t.external_id, t.first_name, t.last_name, t.middle_name, t.date_of_birth,
+                   t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
+            FROM diff_patients d JOIN patients t ON t.id = d.id
+            WHERE d.action IN ('u', 'd', 'r')"""
+        )
     connection.run(
         f"""
         UPDATE patients t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
@@ -426,21 +427,22 @@ def apply_patients(connection: Connection, bulk: bool = False) -> None:
     )
 
 
-def apply_payments(connection: Connection, bulk: bool = False) -> None:
+def apply_payments(connection: Connection, bulk: bool = False, keep_history: bool = True) -> None:
     """Soft-delete missing, update changed, restore reappearing, insert new payments, resolving their patient.
 
-    Every patient whose total may move (old and new patient of each written
-    payment) goes to touched_patients. The versions the sync supersedes go to payment_versions first.
+    Every patient whose total may move (old and new patient of each written payment) goes to
+    touched_patients. The versions the sync supersedes go to payment_versions first (when `keep_history`).
     """
-    connection.run(
-        f"""
-        INSERT INTO payment_versions (payment_id, external_id, amount, patient_external_id,
-                                      valid_from, valid_to, sync_started, sync_ended, action)
-        SELECT t.id, t.external_id, t.amount, t.patient_external_id,
-               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
-        FROM diff_payments d JOIN payments t ON t.id = d.id
-        WHERE d.action IN ('u', 'd', 'r')"""
-    )
+    if keep_history:
+        connection.run(
+            f"""
+            INSERT INTO payment_versions (payment_id, external_id, amount, patient_external_id,
+                                          valid_from, valid_to, sync_started, sync_ended, action)
+            SELECT t.id, t.external_id, t.amount, t.patient_external_id,
+                   t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
+            FROM diff_payments d JOIN payments t ON t.id = d.id
+            WHERE d.action IN ('u', 'd', 'r')"""
+        )
     connection.run(
         f"""
         WITH gone AS (
