@@ -200,16 +200,17 @@ def _apply(
     if on_phase is not None:
         on_phase("merging")
 
-    live_before = merge.count_live(connection, entity)
-    changes = merge.diff_snapshot(connection, entity)
+    changes = merge.diff_snapshot(connection, entity, first_load, summary.received)
+    # The live rows are the staged rows that matched a live row, and the live rows missing from the stage.
+    live_before = summary.received - changes.inserted - changes.restored + changes.deleted
     summary.deleted, summary.live_before = changes.deleted, live_before
     if not summary.forced:
         guard.check(connection, entity, summary.source, summary.received, changes.deleted, live_before)
     bulk = first_load and changes.inserted >= merge.BULK_LOAD_MIN_ROWS
     if entity == "patients":
-        merge.apply_patients(connection, bulk, settings.keep_history)
+        merge.apply_patients(connection, first_load, bulk, settings.keep_history)
     else:
-        merge.apply_payments(connection, bulk, settings.keep_history)
+        merge.apply_payments(connection, first_load, bulk, settings.keep_history)
     totals_moved = merge.refresh_totals(connection)
     summary.inserted, summary.updated = changes.inserted, changes.updated
     summary.restored = changes.restored
