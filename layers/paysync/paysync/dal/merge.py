@@ -360,7 +360,7 @@ def _lock_exclusive(connection: Connection, tables: list[str]) -> str:
         try:
             connection.run(statement)
         except DatabaseError as exc:
-            if _sqlstate(exc) != "55P03":  # lock_not_available
+            if sqlstate(exc) != "55P03":  # lock_not_available
                 raise
             connection.run("ROLLBACK TO SAVEPOINT swap_lock")
             time.sleep(SWAP_LOCK_PAUSE_SECONDS)
@@ -372,7 +372,11 @@ def _lock_exclusive(connection: Connection, tables: list[str]) -> str:
     return restore
 
 
-def _sqlstate(exc: DatabaseError) -> str | None:
+UNIQUE_VIOLATION = "23505"
+
+
+def sqlstate(exc: DatabaseError) -> str | None:
+    """The SQLSTATE of a server error (None when it has none)."""
     details = exc.args[0] if exc.args else None
     return details.get("C") if isinstance(details, dict) else None
 
