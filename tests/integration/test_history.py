@@ -123,6 +123,31 @@ def test_payment_history_keeps_old_amount_and_patient(conn):
     ) == [[1, Decimal("10.00"), "1", first, second]]
 
 
+def test_keep_history_off_writes_no_versions_but_the_changes_feed_lists_the_sync(conn, invoke, settings_env):
+    sync("patients", [patient("1"), patient("2"), patient("3")])
+    sync("payments", [payment("p1", "10.00", "1"), payment("p2", "5.00", "2")])
+    settings_env(KEEP_HISTORY="false")
+
+    n = sync("patients", [patient("1", first="Zoe"), patient("3"), patient("4")])
+    m = sync("payments", [payment("p1", "12.50", "1")])
+
+    assert history_counts(conn) == (0, 0)
+    assert [(c["externalId"], c["action"], c["before"]) for c in ok(get_changes(invoke, n))] == [
+        ("1", "updated", None),
+        ("2", "deleted", None),
+        ("4", "inserted", None),
+    ]
+    assert [(c["externalId"], c["action"]) for c in ok(get_changes(invoke, m))] == [
+        ("p1", "updated"),
+        ("p2", "deleted"),
+    ]
+    # Back on, the next sync writes the versions it supersedes again.
+    settings_env(KEEP_HISTORY="true")
+    sync("patients", [patient("1", first="Ann"), patient("3"), patient("4")])
+    sync("payments", [payment("p1", "1.00", "1")])
+    assert history_counts(conn) == (1, 1)
+
+
 def test_dry_run_writes_no_history_and_no_sync_id_is_shared(conn):
     sync("patients", [patient("1")])
     summary = reconcile_snapshot("patients", snapshot([patient("1", first="Zed")]), source="cli", dry_run=True)

@@ -189,6 +189,36 @@ class TestPaymentRules:
 
         assert totals(conn)["1"] == (Decimal("10.00"), 1)
 
+    def test_totals_moved_by_deltas_equal_a_recount_after_every_kind_of_change(self, conn, monkeypatch):
+        def recount() -> list[list[object]]:
+            return conn.run(
+                """SELECT p.external_id, coalesce(sum(pay.amount), 0), count(pay.id) FROM patients p
+                   LEFT JOIN payments pay ON pay.patient_id = p.id AND pay.deleted IS NULL
+                   GROUP BY p.id ORDER BY p.id"""
+            )
+
+        def stored() -> list[list[object]]:
+            return conn.run("SELECT external_id, payments_total, payments_count FROM patients ORDER BY id")
+
+        monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", 3)  # the first loads take the bulk path
+        sync("patients", [patient(1), patient(2), patient(3)])
+        sync("payments", [payment(10, 1, "1.10"), payment(11, 1, "2.20"), payment(12, 2, "3.30"), payment(13, 9)])
+        assert stored() == recount()
+        steps = [
+            # amount change, move to another patient, delete, new, orphan moving to a known patient
+            ("payments", [payment(10, 1, "5.00"), payment(11, 3, "2.20"), payment(14, 2, "0.01"), payment(13, 2)]),
+            # a deleted orphan waits for its patient; the patient arrives: only live payments count
+            ("payments", [payment(10, 1, "5.00"), payment(11, 3, "2.20"), payment(15, 8, "7.00")]),
+            ("payments", [payment(10, 1, "5.00"), payment(11, 3, "2.20"), payment(16, 8, "4.00")]),
+            ("patients", [patient(1), patient(2), patient(3), patient(8)]),
+            # restore, a change back to the old amount, a move away and back in one sync pair
+            ("payments", [payment(10, 2, "1.10"), payment(11, 3, "2.20"), payment(12, 2, "3.30"), payment(16, 8)]),
+            ("payments", [payment(10, 1, "1.10"), payment(11, 3, "2.20"), payment(12, 2, "3.30"), payment(16, 8)]),
+        ]
+        for entity, records in steps:
+            sync(entity, records, force=True)
+            assert stored() == recount()
+
     def test_orphan_keeps_its_reference_and_counts_as_orphaned(self, conn):
         sync("patients", [patient(1)])
 
@@ -262,6 +292,24 @@ class TestRejections:
             ("f", "patientId"),
         ]
         assert conn.run("SELECT count(*) FROM payments") == [[0]]
+
+    @pytest.mark.parametrize("bulk_min_rows", [2, 1_000], ids=["bulk first load", "first load in place"])
+    @pytest.mark.parametrize("entity", ["patients", "payments"])
+    def test_a_first_load_refuses_duplicates_found_by_the_unique_key(self, conn, monkeypatch, entity, bulk_min_rows):
+        # A first load skips the duplicate search and lets the empty table's unique key find them.
+        monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", bulk_min_rows)
+        before = table_state(conn)
+        make = patient if entity == "patients" else (lambda eid: payment(eid, 1))
+
+        with pytest.raises(InvalidSnapshot) as caught:
+            sync(entity, [make(1), make(2), make(3), make("1"), make(5), make(3)])
+
+        assert [(d["index"], d["externalId"]) for d in caught.value.details] == [(3, "1"), (5, "3")]
+        assert caught.value.total == 2
+        assert table_state(conn) == before
+        assert conn.run("SELECT status, error->>'code' FROM sync_runs") == [["rejected", "invalid_records"]]
+        # and the same table then takes a valid first load
+        assert sync(entity, [make(1), make(2), make(3)]).inserted == 3
 
     def test_duplicate_external_ids_reject_the_snapshot(self, conn):
         with pytest.raises(InvalidSnapshot) as caught:

@@ -59,6 +59,9 @@ class Settings:
     # Row history: `paysync purge-history` deletes versions that ended more than this many days
     # ago (0: keep every version).
     history_retention_days: int = field(default=0, metadata=_bounds(0, 36500))
+    # Whether a sync writes the versions it supersedes to <entity>_versions. With false, live rows
+    # still name the sync and action that started their version (the changes feed lists them).
+    keep_history: bool = True
     # Memory PostgreSQL may use for the merge's hashes and sorts (SET LOCAL work_mem).
     merge_work_mem: str = "256MB"
 

@@ -194,22 +194,34 @@ def _apply(
         raise reader.failure
     if reader.malformed is not None:
         raise MalformedSnapshot(reader.malformed)
-    duplicates, duplicate_count = merge.duplicate_errors(connection, entity, MAX_LISTED_ERRORS)
-    if reader.invalid_count or duplicate_count:
-        raise InvalidSnapshot(reader.errors + duplicates, reader.invalid_count + duplicate_count)
+    # A first load needs no search for repeated ids: the empty table's unique key refuses them
+    # while the rows go in, and only then are they looked for (see below).
+    checked = bool(reader.invalid_count) or not first_load
+    if checked:
+        _refuse_invalid(connection, entity, reader)
     if on_phase is not None:
         on_phase("merging")
 
-    live_before = merge.count_live(connection, entity)
-    changes = merge.diff_snapshot(connection, entity)
+    changes = merge.diff_snapshot(connection, entity, first_load, summary.received)
+    # The live rows are the staged rows that matched a live row, and the live rows missing from the stage.
+    live_before = summary.received - changes.inserted - changes.restored + changes.deleted
     summary.deleted, summary.live_before = changes.deleted, live_before
     if not summary.forced:
         guard.check(connection, entity, summary.source, summary.received, changes.deleted, live_before)
     bulk = first_load and changes.inserted >= merge.BULK_LOAD_MIN_ROWS
-    if entity == "patients":
-        merge.apply_patients(connection, bulk)
-    else:
-        merge.apply_payments(connection, bulk)
+    if not checked:
+        connection.run("SAVEPOINT first_load")
+    try:
+        if entity == "patients":
+            merge.apply_patients(connection, first_load, bulk, settings.keep_history)
+        else:
+            merge.apply_payments(connection, first_load, bulk, settings.keep_history)
+    except DatabaseError as exc:
+        if checked or merge.sqlstate(exc) != merge.UNIQUE_VIOLATION:
+            raise
+        connection.run("ROLLBACK TO SAVEPOINT first_load")
+        _refuse_invalid(connection, entity, reader)
+        raise
     totals_moved = merge.refresh_totals(connection)
     summary.inserted, summary.updated = changes.inserted, changes.updated
     summary.restored = changes.restored
@@ -220,6 +232,13 @@ def _apply(
         merge.refresh_statistics(connection, "patients", totals_moved)
     stats.record_sync(connection, summary, changes.written + totals_moved)
     merge.swap_in_built_tables(connection)  # last: its locks block reads until the commit
+
+
+def _refuse_invalid(connection: Connection, entity: Entity, reader: SnapshotReader) -> None:
+    """Raise InvalidSnapshot when the snapshot held invalid records or repeated externalIds."""
+    duplicates, duplicate_count = merge.duplicate_errors(connection, entity, MAX_LISTED_ERRORS)
+    if reader.invalid_count or duplicate_count:
+        raise InvalidSnapshot(reader.errors + duplicates, reader.invalid_count + duplicate_count)
 
 
 _SKIP_MESSAGES = {

@@ -116,8 +116,6 @@ class Payment(Base):
         Index("payments_live_patient_external_idx", "patient_external_id", "id", postgresql_where=LIVE),
         # GET /payments unfiltered: live payments in id order.
         Index("payments_live_id_idx", "id", postgresql_where=LIVE),
-        # Totals of one patient (refreshed after a sync) without touching the heap.
-        Index("payments_live_patient_idx", "patient_id", postgresql_include=["amount"], postgresql_where=LIVE),
         # Orphans waiting for their patient: relinked by every patients sync.
         Index("payments_orphan_idx", "patient_external_id", postgresql_where=text("patient_id IS NULL")),
     )

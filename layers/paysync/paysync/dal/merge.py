@@ -73,8 +73,9 @@ def begin_sync(connection: Connection, entity: Entity, work_mem: str) -> bool:
         connection.run("SELECT pg_advisory_xact_lock(:key)", key=key)
     connection.run(f"SET LOCAL work_mem = '{work_mem}'")
     connection.run(f"SET LOCAL maintenance_work_mem = '{work_mem}'")  # index rebuilds of a first load
-    # The touched-patients list lets totals be recomputed only where payments moved.
-    connection.run("CREATE TEMP TABLE touched_patients (patient_id bigint) ON COMMIT DROP")
+    # How each patient's live payments move (amount and count), collected as the sync writes
+    # payments: totals are then adjusted for those patients only, without reading their payments.
+    connection.run("CREATE TEMP TABLE total_moves (patient_id bigint, amount numeric, count bigint) ON COMMIT DROP")
     return connection.run(f"SELECT NOT EXISTS (SELECT 1 FROM {entity})")[0][0]
 
 
@@ -99,9 +100,8 @@ def load_stage(connection: Connection, entity: Entity, chunks: Iterable[str]) ->
     connection.run(_STAGE_DDL[entity])
     columns = ", ".join(STAGE_COLUMNS[entity])
     connection.run(f"COPY stage_{entity} ({columns}) FROM STDIN", stream=chunks)
-    # Fresh statistics let the planner pick hash joins for big snapshots and
-    # index lookups for small ones.
-    connection.run(f"ANALYZE stage_{entity}")
+    # No ANALYZE: the planner sizes a never-analyzed table by its pages, enough to pick hash
+    # joins for big snapshots and index lookups for small ones.
 
 
 def duplicate_errors(connection: Connection, entity: Entity, limit: int) -> tuple[list[RecordError], int]:
@@ -127,22 +127,22 @@ def duplicate_errors(connection: Connection, entity: Entity, limit: int) -> tupl
     return errors, (rows[0][3] if rows else 0)
 
 
-def count_live(connection: Connection, entity: Entity) -> int:
-    """Rows of the table that are not soft-deleted."""
-    return connection.run(f"SELECT count(*) FROM {entity} WHERE deleted IS NULL")[0][0]
-
-
 # One full join of the snapshot with the table keeps only the rows that need
 # work: new ('i'), changed ('u'), reappearing ('r') and live rows missing from
 # the snapshot ('d'). Unchanged rows never leave the join, so an identical
 # re-upload yields an empty diff and writes nothing; and inserts read the diff,
 # never the table they write to, so no plan can rescan a table as it grows.
+# Each row carries the version it supersedes (the `old_` columns): the history
+# and the totals are written from the diff alone.
 _DIFF_SQL: dict[Entity, str] = {
-    "patients": """
+    "patients": f"""
         CREATE TEMP TABLE diff_patients ON COMMIT DROP AS
         SELECT CASE WHEN t.id IS NULL THEN 'i' WHEN s.external_id IS NULL THEN 'd'
                     WHEN t.deleted IS NOT NULL THEN 'r' ELSE 'u' END AS action,
-               t.id, s.idx, s.external_id, s.first_name, s.last_name, s.middle_name, s.date_of_birth
+               t.id, s.idx, s.external_id, s.first_name, s.last_name, s.middle_name, s.date_of_birth,
+               t.external_id AS old_external_id, t.first_name AS old_first_name, t.last_name AS old_last_name,
+               t.middle_name AS old_middle_name, t.date_of_birth AS old_date_of_birth, t.updated AS old_updated,
+               t.version_sync_id AS old_sync_id, {CURRENT_ACTION} AS old_action
         FROM stage_patients s FULL JOIN patients t ON t.external_id = s.external_id
         WHERE t.id IS NULL
            OR (s.external_id IS NULL AND t.deleted IS NULL)
@@ -150,11 +150,14 @@ _DIFF_SQL: dict[Entity, str] = {
                AND (t.deleted IS NOT NULL
                     OR (t.first_name, t.last_name, t.middle_name, t.date_of_birth)
                        IS DISTINCT FROM (s.first_name, s.last_name, s.middle_name, s.date_of_birth)))""",
-    "payments": """
+    "payments": f"""
         CREATE TEMP TABLE diff_payments ON COMMIT DROP AS
         SELECT CASE WHEN t.id IS NULL THEN 'i' WHEN s.external_id IS NULL THEN 'd'
                     WHEN t.deleted IS NOT NULL THEN 'r' ELSE 'u' END AS action,
-               t.id, t.patient_id AS old_patient_id, s.idx, s.external_id, s.amount, s.patient_external_id
+               t.id, s.idx, s.external_id, s.amount, s.patient_external_id,
+               t.external_id AS old_external_id, t.amount AS old_amount,
+               t.patient_external_id AS old_patient_external_id, t.patient_id AS old_patient_id,
+               t.updated AS old_updated, t.version_sync_id AS old_sync_id, {CURRENT_ACTION} AS old_action
         FROM stage_payments s FULL JOIN payments t ON t.external_id = s.external_id
         WHERE t.id IS NULL
            OR (s.external_id IS NULL AND t.deleted IS NULL)
@@ -168,8 +171,13 @@ _DIFF_SQL: dict[Entity, str] = {
 ANALYZE_AFTER_CHANGED_SHARE = 0.1
 
 
-def diff_snapshot(connection: Connection, entity: Entity) -> Changes:
-    """Compare the staged snapshot with the table; nothing is written to the table yet."""
+def diff_snapshot(connection: Connection, entity: Entity, first_load: bool, received: int) -> Changes:
+    """Compare the staged snapshot (`received` rows) with the table; nothing is written to the table yet.
+
+    A first load (the table is empty) inserts every staged row: it makes no diff and the
+    apply step reads the stage itself."""
+    if first_load:
+        return Changes(inserted=received)
     connection.run(_DIFF_SQL[entity])
     connection.run(f"ANALYZE diff_{entity}")
     counts = dict(connection.run(f"SELECT action, count(*) FROM diff_{entity} GROUP BY action"))
@@ -352,7 +360,7 @@ def _lock_exclusive(connection: Connection, tables: list[str]) -> str:
         try:
             connection.run(statement)
         except DatabaseError as exc:
-            if _sqlstate(exc) != "55P03":  # lock_not_available
+            if sqlstate(exc) != "55P03":  # lock_not_available
                 raise
             connection.run("ROLLBACK TO SAVEPOINT swap_lock")
             time.sleep(SWAP_LOCK_PAUSE_SECONDS)
@@ -364,7 +372,11 @@ def _lock_exclusive(connection: Connection, tables: list[str]) -> str:
     return restore
 
 
-def _sqlstate(exc: DatabaseError) -> str | None:
+UNIQUE_VIOLATION = "23505"
+
+
+def sqlstate(exc: DatabaseError) -> str | None:
+    """The SQLSTATE of a server error (None when it has none)."""
     details = exc.args[0] if exc.args else None
     return details.get("C") if isinstance(details, dict) else None
 
@@ -373,35 +385,40 @@ def _sqlstate(exc: DatabaseError) -> str | None:
 _NEW_ACTION = "CASE d.action WHEN 'u' THEN 'updated' WHEN 'd' THEN 'deleted' ELSE 'restored' END"
 
 
-def apply_patients(connection: Connection, bulk: bool = False) -> None:
+def apply_patients(
+    connection: Connection, first_load: bool = False, bulk: bool = False, keep_history: bool = True
+) -> None:
     """Soft-delete missing, update changed, restore reappearing, insert new patients; link waiting payments.
 
-    The versions the sync supersedes go to patient_versions first."""
-    # One statement for all superseded versions; inserts supersede nothing.
-    connection.run(
-        f"""
-        INSERT INTO patient_versions (patient_id, external_id, first_name, last_name, middle_name, date_of_birth,
-                                      valid_from, valid_to, sync_started, sync_ended, action)
-        SELECT t.id, t.external_id, t.first_name, t.last_name, t.middle_name, t.date_of_birth,
-               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
-        FROM diff_patients d JOIN patients t ON t.id = d.id
-        WHERE d.action IN ('u', 'd', 'r')"""
-    )
-    connection.run(
-        f"""
-        UPDATE patients t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
-                              version_action = 'deleted'
-        FROM diff_patients d WHERE d.action = 'd' AND t.id = d.id"""
-    )
-    # `updated` moves only here: the diff holds just the rows whose fields differ.
-    connection.run(
-        f"""
-        UPDATE patients t
-        SET first_name = d.first_name, last_name = d.last_name, middle_name = d.middle_name,
-            date_of_birth = d.date_of_birth, deleted = NULL, updated = now(),
-            version_sync_id = {_SYNC_ID}, version_action = {_NEW_ACTION}
-        FROM diff_patients d WHERE d.action IN ('u', 'r') AND t.id = d.id"""
-    )
+    The versions the sync supersedes go to patient_versions first (when `keep_history`). A
+    first load inserts the stage as it is (see `diff_snapshot`)."""
+    if not first_load:
+        # One statement for all superseded versions, from the diff alone; inserts supersede nothing.
+        if keep_history:
+            connection.run(
+                f"""
+                INSERT INTO patient_versions (patient_id, external_id, first_name, last_name, middle_name,
+                                              date_of_birth, valid_from, valid_to, sync_started, sync_ended, action)
+                SELECT id, old_external_id, old_first_name, old_last_name, old_middle_name, old_date_of_birth,
+                       old_updated, now(), old_sync_id, {_SYNC_ID}, old_action
+                FROM diff_patients WHERE action IN ('u', 'd', 'r')"""
+            )
+        connection.run(
+            f"""
+            UPDATE patients t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
+                                  version_action = 'deleted'
+            FROM diff_patients d WHERE d.action = 'd' AND t.id = d.id"""
+        )
+        # `updated` moves only here: the diff holds just the rows whose fields differ.
+        connection.run(
+            f"""
+            UPDATE patients t
+            SET first_name = d.first_name, last_name = d.last_name, middle_name = d.middle_name,
+                date_of_birth = d.date_of_birth, deleted = NULL, updated = now(),
+                version_sync_id = {_SYNC_ID}, version_action = {_NEW_ACTION}
+            FROM diff_patients d WHERE d.action IN ('u', 'r') AND t.id = d.id"""
+        )
+    new_rows = "stage_patients" if first_load else "diff_patients WHERE action = 'i'"
     # New rows get ids in snapshot order.
     with _built_beside(connection, "patients", bulk):
         connection.run(
@@ -409,10 +426,10 @@ def apply_patients(connection: Connection, bulk: bool = False) -> None:
             INSERT INTO patients (external_id, first_name, last_name, middle_name, date_of_birth,
                                   version_sync_id, version_action)
             SELECT external_id, first_name, last_name, middle_name, date_of_birth, {_SYNC_ID}, 'inserted'
-            FROM diff_patients WHERE action = 'i' ORDER BY idx"""
+            FROM {new_rows} ORDER BY idx"""
         )
-    # Orphan payments (patient unknown until now) link to their patient. The
-    # partial index on orphans keeps this proportional to the orphans, not to
+    # Orphan payments (patient unknown until now) link to their patient; the live ones move
+    # its total. The partial index on orphans keeps this proportional to the orphans, not to
     # all payments.
     connection.run(
         """
@@ -420,86 +437,99 @@ def apply_patients(connection: Connection, bulk: bool = False) -> None:
             UPDATE payments pay SET patient_id = p.id
             FROM patients p
             WHERE pay.patient_id IS NULL AND p.external_id = pay.patient_external_id
-            RETURNING pay.patient_id
+            RETURNING pay.patient_id, pay.amount, pay.deleted
         )
-        INSERT INTO touched_patients SELECT DISTINCT patient_id FROM linked"""
+        INSERT INTO total_moves SELECT patient_id, amount, 1 FROM linked WHERE deleted IS NULL"""
     )
 
 
-def apply_payments(connection: Connection, bulk: bool = False) -> None:
+def apply_payments(
+    connection: Connection, first_load: bool = False, bulk: bool = False, keep_history: bool = True
+) -> None:
     """Soft-delete missing, update changed, restore reappearing, insert new payments, resolving their patient.
 
-    Every patient whose total may move (old and new patient of each written
-    payment) goes to touched_patients. The versions the sync supersedes go to payment_versions first.
+    How the written payments move their patients' totals goes to total_moves. The versions the
+    sync supersedes go to payment_versions first (when `keep_history`). A first load inserts the
+    stage as it is (see `diff_snapshot`).
     """
+    if first_load:
+        # New rows get ids in snapshot order.
+        with _built_beside(connection, "payments", bulk):
+            connection.run(
+                f"""
+                INSERT INTO payments (external_id, amount, patient_external_id, patient_id,
+                                      version_sync_id, version_action)
+                SELECT s.external_id, s.amount, s.patient_external_id, p.id, {_SYNC_ID}, 'inserted'
+                FROM stage_payments s LEFT JOIN patients p ON p.external_id = s.patient_external_id
+                ORDER BY s.idx"""
+            )
+        # Every payment is new: the moves are the totals themselves, in one pass.
+        connection.run(
+            """
+            INSERT INTO total_moves
+            SELECT patient_id, sum(amount), count(*) FROM payments WHERE patient_id IS NOT NULL GROUP BY patient_id"""
+        )
+        return
+    if keep_history:
+        connection.run(
+            f"""
+            INSERT INTO payment_versions (payment_id, external_id, amount, patient_external_id,
+                                          valid_from, valid_to, sync_started, sync_ended, action)
+            SELECT id, old_external_id, old_amount, old_patient_external_id,
+                   old_updated, now(), old_sync_id, {_SYNC_ID}, old_action
+            FROM diff_payments WHERE action IN ('u', 'd', 'r')"""
+        )
+    # Totals count live payments: a deleted or changed payment leaves its old patient's total,
+    # a changed, restored or new one joins its patient's (the same lookup the writes below make;
+    # a payments sync does not write patients before the totals).
     connection.run(
-        f"""
-        INSERT INTO payment_versions (payment_id, external_id, amount, patient_external_id,
-                                      valid_from, valid_to, sync_started, sync_ended, action)
-        SELECT t.id, t.external_id, t.amount, t.patient_external_id,
-               t.updated, now(), t.version_sync_id, {_SYNC_ID}, {CURRENT_ACTION}
-        FROM diff_payments d JOIN payments t ON t.id = d.id
-        WHERE d.action IN ('u', 'd', 'r')"""
+        """
+        INSERT INTO total_moves
+        SELECT old_patient_id, -old_amount, -1 FROM diff_payments
+        WHERE action IN ('u', 'd') AND old_patient_id IS NOT NULL
+        UNION ALL
+        SELECT p.id, d.amount, 1 FROM diff_payments d JOIN patients p ON p.external_id = d.patient_external_id
+        WHERE d.action IN ('u', 'r', 'i')"""
     )
     connection.run(
         f"""
-        WITH gone AS (
-            UPDATE payments t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
-                                  version_action = 'deleted'
-            FROM diff_payments d WHERE d.action = 'd' AND t.id = d.id
-            RETURNING t.patient_id
-        )
-        INSERT INTO touched_patients SELECT DISTINCT patient_id FROM gone"""
+        UPDATE payments t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
+                              version_action = 'deleted'
+        FROM diff_payments d WHERE d.action = 'd' AND t.id = d.id"""
     )
     # A payment links to its patient's row whether or not that patient is
     # currently deleted (external ids are immutable, rows are never removed);
     # totals count live payments of every patient, so a restore is exact.
     connection.run(
         f"""
-        WITH written AS (
-            UPDATE payments t
-            SET amount = d.amount, patient_external_id = d.patient_external_id, patient_id = p.id,
-                deleted = NULL, updated = now(), version_sync_id = {_SYNC_ID}, version_action = {_NEW_ACTION}
-            FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
-            WHERE d.action IN ('u', 'r') AND t.id = d.id
-            RETURNING d.old_patient_id, t.patient_id AS new_patient_id
-        )
-        INSERT INTO touched_patients
-        SELECT old_patient_id FROM written UNION SELECT new_patient_id FROM written"""
+        UPDATE payments t
+        SET amount = d.amount, patient_external_id = d.patient_external_id, patient_id = p.id,
+            deleted = NULL, updated = now(), version_sync_id = {_SYNC_ID}, version_action = {_NEW_ACTION}
+        FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
+        WHERE d.action IN ('u', 'r') AND t.id = d.id"""
     )
     # New rows get ids in snapshot order.
-    with _built_beside(connection, "payments", bulk):
-        connection.run(
-            f"""
-            WITH added AS (
-                INSERT INTO payments (external_id, amount, patient_external_id, patient_id,
-                                      version_sync_id, version_action)
-                SELECT d.external_id, d.amount, d.patient_external_id, p.id, {_SYNC_ID}, 'inserted'
-                FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
-                WHERE d.action = 'i' ORDER BY d.idx
-                RETURNING patient_id
-            )
-            INSERT INTO touched_patients SELECT DISTINCT patient_id FROM added"""
-        )
+    connection.run(
+        f"""
+        INSERT INTO payments (external_id, amount, patient_external_id, patient_id,
+                              version_sync_id, version_action)
+        SELECT d.external_id, d.amount, d.patient_external_id, p.id, {_SYNC_ID}, 'inserted'
+        FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
+        WHERE d.action = 'i' ORDER BY d.idx"""
+    )
 
 
 def refresh_totals(connection: Connection) -> int:
-    """Recompute payments_total / payments_count of the touched patients only; returns how many moved."""
-    # Sized statistics let a first load aggregate all payments in one pass
-    # instead of one index probe per patient.
-    connection.run("ANALYZE touched_patients")
+    """Move payments_total / payments_count of the patients in total_moves; returns how many moved.
+
+    The totals stay exact: every write to a live payment, or to a payment's patient, goes
+    through a sync and records its move."""
     # Totals are derived data: writing them does not bump a patient's `updated`.
     connection.run(
         """
-        UPDATE patients p SET payments_total = t.total, payments_count = t.count
-        FROM (
-            SELECT tp.patient_id, coalesce(sum(pay.amount), 0) AS total, count(pay.id) AS count
-            FROM (SELECT DISTINCT patient_id FROM touched_patients WHERE patient_id IS NOT NULL) tp
-            LEFT JOIN payments pay ON pay.patient_id = tp.patient_id AND pay.deleted IS NULL
-            GROUP BY tp.patient_id
-        ) t
-        WHERE p.id = t.patient_id
-          AND (p.payments_total, p.payments_count) IS DISTINCT FROM (t.total, t.count)"""
+        UPDATE patients p SET payments_total = p.payments_total + m.amount, payments_count = p.payments_count + m.count
+        FROM (SELECT patient_id, sum(amount) AS amount, sum(count) AS count FROM total_moves GROUP BY patient_id) m
+        WHERE p.id = m.patient_id AND (m.amount <> 0 OR m.count <> 0)"""
     )
     return connection.row_count
 
