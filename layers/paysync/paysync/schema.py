@@ -84,8 +84,8 @@ class Patient(Base):
         CheckConstraint(f"version_action IN {ACTIONS}", name="patients_version_action_check"),
         # GET /patients: range filter on the total + keyset pagination, live rows only.
         Index("patients_live_total_idx", "payments_total", "id", postgresql_where=LIVE),
-        # GET /syncs/{id}/changes: the rows a sync inserted, updated, deleted or restored.
-        Index("patients_version_sync_idx", "version_sync_id", "id"),
+        # GET /syncs/{id}/changes: the rows a sync inserted, updated, deleted or restored, per action.
+        Index("patients_version_sync_idx", "version_sync_id", "version_action", "id"),
     )
 
 
@@ -111,7 +111,7 @@ class Payment(Base):
     __table_args__ = (
         UniqueConstraint("external_id", name="payments_external_id_key"),
         CheckConstraint(f"version_action IN {ACTIONS}", name="payments_version_action_check"),
-        Index("payments_version_sync_idx", "version_sync_id", "id"),
+        Index("payments_version_sync_idx", "version_sync_id", "version_action", "id"),
         # GET /payments?external_id=…: one patient's live payments in id order.
         Index("payments_live_patient_external_idx", "patient_external_id", "id", postgresql_where=LIVE),
         # GET /payments unfiltered: live payments in id order.
@@ -186,7 +186,7 @@ def _version_indexes(table: str, row: str) -> tuple[Any, ...]:
         # One row's versions, newest first, and the version current at a time.
         Index(f"{table}_row_idx", row, "valid_to", "id"),
         # The changes of one sync: the versions it started and ended.
-        Index(f"{table}_started_idx", "sync_started", row),
+        Index(f"{table}_started_idx", "sync_started", "action", row),
         Index(f"{table}_ended_idx", "sync_ended", row),
     )
 

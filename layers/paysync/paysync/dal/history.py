@@ -3,8 +3,8 @@
 A row's versions are the live row (the current version, open-ended) and the rows
 of <entity>_versions that a sync superseded. Every query is served by an index:
 the external id's unique key, <entity>_versions (row, valid_to, id) for a
-row's history, (sync_started, row) / (sync_ended, row) and the live tables'
-(version_sync_id, id) for a sync's changes.
+row's history, (sync_started, action, row) / (sync_ended, row) and the live tables'
+(version_sync_id, version_action, id) for a sync's changes.
 """
 
 from __future__ import annotations
@@ -125,6 +125,9 @@ def versions(
     return rows_as_dicts(connection, rows)
 
 
+_ACTIONS = ("inserted", "updated", "deleted", "restored")
+
+
 def sync_changes(
     connection: Connection, entity: Entity, sync_id: int, action: str | None, after_id: int | None, limit: int
 ) -> list[dict[str, Any]]:
@@ -132,35 +135,34 @@ def sync_changes(
     the version it started (`after`) and the one it ended (`before_*`, NULL for inserts)."""
     table = _TABLES[entity]
     before_fields = ", ".join(f"b.{name} AS before_{name}" for name in table.fields)
-    # Each branch walks its (sync, row id) index from the cursor and stops at `limit` rows, so a
-    # page costs the same whether the sync changed a hundred rows or a million; only the page's
-    # rows look up the version the sync ended (one index probe each, LATERAL: the planner's
-    # estimate of a version table that grew in the last sync must not turn it into a scan). A live
-    # row the sync wrote always has its action set.
+    # Per action, each branch walks its (sync, action, row id) index from the cursor and stops at
+    # `limit` rows, so a page costs the same whether the sync changed a hundred rows or a million
+    # and whatever the action filter. A live row the sync wrote always has its action set. Only
+    # the page's rows look up the version the sync ended (one index probe each, LATERAL: the
+    # planner's estimate of a version table that grew in the last sync must not make it a scan).
+    # The actions are written into the SQL (from the fixed list, never from the request): with
+    # literals the planner picks the (sync, action, row) index even where its statistics say one
+    # action is all there is.
+    branches = []
+    for wanted in [known for known in _ACTIONS if action in (None, known)]:
+        branches += [
+            f"""({_current_version_sql(entity)}
+                 WHERE t.version_sync_id = :sync_id AND t.version_action = '{wanted}' AND t.id > :after_id
+                 ORDER BY t.id LIMIT :limit)""",
+            f"""({_past_version_sql(entity)}
+                 WHERE v.sync_started = :sync_id AND v.action = '{wanted}' AND v.{table.row_id} > :after_id
+                 ORDER BY v.{table.row_id} LIMIT :limit)""",
+        ]
     rows = connection.run(
         f"""
         SELECT a.id, {", ".join(f"a.{name}" for name in table.fields)}, a.action,
                b.action AS before_action, {before_fields}
-        FROM (
-            SELECT * FROM (
-                (SELECT * FROM ({_current_version_sql(entity)}
-                                WHERE t.version_sync_id = :sync_id AND t.id > :after_id
-                                  AND (CAST(:action AS text) IS NULL OR t.version_action = :action)
-                                ORDER BY t.id LIMIT :limit) c)
-                UNION ALL
-                (SELECT * FROM ({_past_version_sql(entity)}
-                                WHERE v.sync_started = :sync_id AND v.{table.row_id} > :after_id
-                                  AND (CAST(:action AS text) IS NULL OR v.action = :action)
-                                ORDER BY v.{table.row_id} LIMIT :limit) p)
-            ) u
-            ORDER BY id LIMIT :limit
-        ) a
+        FROM (SELECT * FROM ({" UNION ALL ".join(branches)}) u ORDER BY id LIMIT :limit) a
         LEFT JOIN LATERAL (SELECT * FROM {table.versions} e
                            WHERE e.sync_ended = :sync_id AND e.{table.row_id} = a.id LIMIT 1) b ON true
         ORDER BY a.id""",
         sync_id=sync_id,
         after_id=after_id or 0,
-        action=action,
         limit=limit,
     )
     return rows_as_dicts(connection, rows)
