@@ -20,6 +20,7 @@ ENTITIES: tuple[Entity, ...] = ("patients", "payments")
 MAX_TEXT_LENGTH = 255
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12,2)
+_WHOLE_LIMIT = 10**10  # whole amounts below it in size fit NUMERIC(12,2)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # The snapshot reader replaces bytes that are not UTF-8 and escaped lone surrogates by this
@@ -149,8 +150,75 @@ _ROW_BUILDERS: dict[Entity, Callable[[dict[str, Any]], list[str | None]]] = {
 }
 
 
+def _plain_text(value: Any) -> str | None:
+    """`value` as COPY text when it is plainly valid text (not blank, at most 255 characters,
+    all printable), else None. Printable text holds no tab, newline or carriage return, so
+    only backslashes need escaping."""
+    if type(value) is not str or not value.isprintable() or not 0 < len(value) <= MAX_TEXT_LENGTH or value.isspace():
+        return None
+    return value.replace("\\", "\\\\") if "\\" in value else value
+
+
+def _plain_id(value: Any) -> str | None:
+    return str(value) if type(value) is int else _plain_text(value)
+
+
+def _plain_payment(index: int, record: dict[str, Any]) -> str | None:
+    """The COPY line of a payment whose fields are plainly valid, else None (the full checks
+    then find the first problem, if any)."""
+    amount = record.get("amount")
+    if type(amount) is Decimal:
+        amount = str(amount)
+        # Two decimals and at most 10 integer digits (an exponent ends in its digits, never
+        # two places after the point): already the rendering of its cents.
+        if amount[-3:-2] != "." or len(amount) - (amount[0] == "-") > 13:
+            return None
+    elif type(amount) is int and -_WHOLE_LIMIT < amount < _WHOLE_LIMIT:
+        amount = f"{amount}.00"
+    else:
+        return None
+    external_id = record.get("externalId")
+    external_id = str(external_id) if type(external_id) is int else _plain_text(external_id)
+    patient_id = record.get("patientId")
+    patient_id = str(patient_id) if type(patient_id) is int else _plain_text(patient_id)
+    if external_id is None or patient_id is None:
+        return None
+    return f"{index}\t{external_id}\t{amount}\t{patient_id}\n"
+
+
+def _plain_patient(index: int, record: dict[str, Any]) -> str | None:
+    """The COPY line of a patient whose fields are plainly valid, else None."""
+    external_id = _plain_id(record.get("externalId"))
+    first_name = _plain_text(record.get("firstName"))
+    last_name = _plain_text(record.get("lastName"))
+    middle_name = record.get("middleName")
+    middle_name = NULL if middle_name is None else _plain_text(middle_name)
+    birth = record.get("dateOfBirth")
+    if external_id is None or first_name is None or last_name is None or middle_name is None:
+        return None
+    if type(birth) is not str or not _DATE.fullmatch(birth):
+        return None
+    try:
+        date.fromisoformat(birth)
+    except ValueError:
+        return None
+    return f"{index}\t{external_id}\t{first_name}\t{last_name}\t{middle_name}\t{birth}\n"
+
+
+PlainRow = Callable[[int, dict[str, Any]], str | None]
+_PLAIN_ROWS: dict[Entity, PlainRow] = {"patients": _plain_patient, "payments": _plain_payment}
+
+
+def plain_row(entity: Entity) -> PlainRow:
+    """The fast path of `copy_row` for one entity, for a loop over many records: the COPY
+    line of a plainly valid record (a dict), or None when `copy_row` must decide."""
+    return _PLAIN_ROWS[entity]
+
+
 def copy_row(entity: Entity, index: int, record: Any) -> str | RecordError:
     """The record as one line of COPY text (staging-table column order), or why it is invalid."""
+    if type(record) is dict and (row := _PLAIN_ROWS[entity](index, record)) is not None:
+        return row
     if not isinstance(record, dict):
         return RecordError(index, None, None, "must be a JSON object")
     try:

@@ -32,7 +32,14 @@ import ijson
 
 from paysync.config import get_settings
 from paysync.errors import MAX_LISTED_ERRORS, RecordError, SnapshotRejected, SnapshotTooLarge, shown
-from paysync.records import INVALID_TEXT, Entity, copy_row, duplicate_key_error, invalid_text_error
+from paysync.records import (
+    INVALID_TEXT,
+    Entity,
+    copy_row,
+    duplicate_key_error,
+    invalid_text_error,
+    plain_row,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -469,6 +476,9 @@ class SnapshotReader:
         lines: list[str] = []
         size = 0
         max_records = self.limits.max_records
+        entity = self.entity
+        plain = plain_row(entity)
+        received = 0
         try:
             scanner = _Scanner(_open(self.stream, self.limits), self.limits)
             key_counts = scanner.key_counts
@@ -477,8 +487,10 @@ class SnapshotReader:
                     raise SnapshotTooLarge(
                         f"the snapshot holds more than {max_records} records; split it or raise MAX_SNAPSHOT_RECORDS"
                     )
-                row = copy_row(self.entity, index, record)
-                self.received = index + 1
+                received = index + 1
+                row = plain(index, record) if type(record) is dict else None
+                if row is None:
+                    row = copy_row(entity, index, record)
                 if type(record) is dict and key_counts and len(record) < key_counts.popleft():
                     named = len(self.errors) < MAX_LISTED_ERRORS  # only listed errors show the key
                     row = duplicate_key_error(index, record, scanner.duplicated_key(record) if named else None)
@@ -490,6 +502,7 @@ class SnapshotReader:
                 lines.append(row)
                 size += len(row)
                 if size >= chunk_chars:
+                    self.received = received
                     yield "".join(lines)
                     lines, size = [], 0
         except MalformedInput as exc:
@@ -506,6 +519,7 @@ class SnapshotReader:
             self.failure = exc
         except Exception as exc:  # transient I/O problems; re-raised by the caller after COPY
             self.failure = exc
+        self.received = received
         if lines:
             yield "".join(lines)
 
