@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any, Protocol
 
 import ijson
@@ -36,14 +36,15 @@ from paysync.records import (
     INVALID_TEXT,
     Entity,
     copy_row,
+    copy_rows,
     duplicate_key_error,
     invalid_text_error,
-    plain_row,
 )
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 COPY_CHUNK_CHARS = 1 << 20
+BATCH_RECORDS = 1000
 _WHITESPACE = b" \t\r\n"
 
 # Records are flat (array -> object -> scalars); a little nesting is allowed for ignored fields.
@@ -476,31 +477,33 @@ class SnapshotReader:
         lines: list[str] = []
         size = 0
         max_records = self.limits.max_records
-        entity = self.entity
-        plain = plain_row(entity)
+        # Records go in batches, rendered column by column; a batch is at most a fraction
+        # of a chunk, so chunks stay near `chunk_chars`.
+        batch_size = max(1, min(BATCH_RECORDS, chunk_chars // 64))
         received = 0
         try:
             scanner = _Scanner(_open(self.stream, self.limits), self.limits)
-            key_counts = scanner.key_counts
-            for index, record in enumerate(ijson.items(scanner, "item")):
-                if index >= max_records:
-                    raise SnapshotTooLarge(
+            items = ijson.items(scanner, "item")
+            while True:
+                batch: list[Any] = []
+                problem: Exception | None = None
+                try:
+                    batch.extend(islice(items, batch_size))  # keeps the records before a parse error
+                except Exception as exc:
+                    problem = exc
+                if received + len(batch) > max_records:
+                    del batch[max_records - received :]
+                    problem = SnapshotTooLarge(
                         f"the snapshot holds more than {max_records} records; split it or raise MAX_SNAPSHOT_RECORDS"
                     )
-                received = index + 1
-                row = plain(index, record) if type(record) is dict else None
-                if row is None:
-                    row = copy_row(entity, index, record)
-                if type(record) is dict and key_counts and len(record) < key_counts.popleft():
-                    named = len(self.errors) < MAX_LISTED_ERRORS  # only listed errors show the key
-                    row = duplicate_key_error(index, record, scanner.duplicated_key(record) if named else None)
-                if scanner.marked and type(row) is str:
-                    row = invalid_text_error(index, record) or row
-                if type(row) is not str:
-                    self._add_error(row)
-                    continue
-                lines.append(row)
-                size += len(row)
+                rows = self._batch_rows(scanner, received, batch)
+                received += len(batch)
+                lines += rows
+                size += sum(map(len, rows))
+                if problem is not None:
+                    raise problem
+                if len(batch) < batch_size:
+                    break
                 if size >= chunk_chars:
                     self.received = received
                     yield "".join(lines)
@@ -522,6 +525,30 @@ class SnapshotReader:
         self.received = received
         if lines:
             yield "".join(lines)
+
+    def _batch_rows(self, scanner: _Scanner, start: int, batch: list[Any]) -> list[str]:
+        """The COPY lines of the valid records of `batch` (indexes from `start`); errors are kept."""
+        key_counts = scanner.key_counts
+        if not scanner.marked and len(key_counts) >= len(batch):
+            rows = copy_rows(self.entity, start, batch)
+            # A dict keeps one value of a repeated key: fewer keys than written is a duplicate.
+            if rows is not None and list(map(len, batch)) == list(islice(key_counts, len(batch))):
+                for _ in batch:
+                    key_counts.popleft()
+                return rows
+        rows = []
+        for index, record in enumerate(batch, start):
+            row = copy_row(self.entity, index, record)
+            if type(record) is dict and key_counts and len(record) < key_counts.popleft():
+                named = len(self.errors) < MAX_LISTED_ERRORS  # only listed errors show the key
+                row = duplicate_key_error(index, record, scanner.duplicated_key(record) if named else None)
+            if scanner.marked and type(row) is str:
+                row = invalid_text_error(index, record) or row
+            if type(row) is str:
+                rows.append(row)
+            else:
+                self._add_error(row)
+        return rows
 
     def _add_error(self, error: RecordError) -> None:
         self.invalid_count += 1
