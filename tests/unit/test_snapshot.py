@@ -186,3 +186,15 @@ def test_the_record_limit_counts_exactly():
     at_limit = SnapshotReader("payments", io.BytesIO(payments_json(1500)), Limits(10**9, 1500, 50))
     list(at_limit.copy_chunks())
     assert (at_limit.failure, at_limit.received) == (None, 1500)
+
+
+def test_a_repeated_key_is_named_after_a_change_of_record_size():
+    # Small records set the batch size; large ones follow, and the repeated key is still named.
+    small = [f'{{"amount": 1.25, "patientId": "p", "externalId": "{i}"}}' for i in range(1500)]
+    note = "n" * 2000
+    large = [f'{{"amount": 1.25, "patientId": "p", "externalId": "{i}", "note": "{note}"}}' for i in range(1500, 3000)]
+    large[500] = large[500][:-1] + ', "patientId": "q"}'
+
+    reader, _ = read_all(("[" + ",".join(small + large) + "]").encode())
+
+    assert [(e.index, e.field, e.message) for e in reader.errors] == [(2000, "patientId", "duplicate key")]

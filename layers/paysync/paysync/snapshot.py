@@ -45,6 +45,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 COPY_CHUNK_CHARS = 1 << 20
 BATCH_RECORDS = 1000
+BATCH_BYTES = 256 * 1024
 _WHITESPACE = b" \t\r\n"
 
 # Records are flat (array -> object -> scalars); a little nesting is allowed for ignored fields.
@@ -78,7 +79,9 @@ _STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 # Number scan: digits -> "0", so a long run is a plain substring search.
 _DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
 _STRING = re.compile(rb'"[^"]*(?:"|\Z)')
-_RECENT_BYTES = 256 * 1024
+# The last reads kept to name a repeated key: a batch of records (about BATCH_BYTES, more when
+# record sizes jump) plus the parser's read-ahead.
+_RECENT_BYTES = 4 << 20
 _COLON, _OPEN_BRACE, _CLOSE_BRACE = ord(":"), ord("{"), ord("}")
 _OPENERS = frozenset(b"[{")
 
@@ -249,6 +252,7 @@ class _Scanner:
         self._keys = 0  # keys seen so far of the record-level object still open
         self._recent: deque[bytes] = deque()  # the last reads, to name a duplicated key
         self._recent_size = 0
+        self.count = 0  # bytes passed on
         self.marked = False
         # Keys written in each record-level object, in order: a parsed record with fewer
         # keys repeated one (a dict keeps only the last value of a duplicated key).
@@ -282,6 +286,7 @@ class _Scanner:
         if b"u" in escaped:
             data = _ESCAPES.sub(self._escape, data)
         self._scan(data, unescape=b'"' in escaped or b"\\" in escaped)
+        self.count += len(data)
         self._recent.append(data)
         self._recent_size += len(data)
         while self._recent_size - len(self._recent[0]) >= _RECENT_BYTES:
@@ -477,14 +482,16 @@ class SnapshotReader:
         lines: list[str] = []
         size = 0
         max_records = self.limits.max_records
-        # Records go in batches, rendered column by column; a batch is at most a fraction
-        # of a chunk, so chunks stay near `chunk_chars`.
-        batch_size = max(1, min(BATCH_RECORDS, chunk_chars // 64))
+        # Records go in batches, rendered column by column. A batch is at most a fraction of a
+        # chunk, so chunks stay near `chunk_chars`, and spans about BATCH_BYTES of input (sized
+        # from the last one), so its records are still among the scanner's recent bytes.
+        most = batch_size = max(1, min(BATCH_RECORDS, chunk_chars // 64))
         received = 0
         try:
             scanner = _Scanner(_open(self.stream, self.limits), self.limits)
             items = ijson.items(scanner, "item")
             while True:
+                start = scanner.count
                 batch: list[Any] = []
                 problem: Exception | None = None
                 try:
@@ -504,6 +511,8 @@ class SnapshotReader:
                     raise problem
                 if len(batch) < batch_size:
                     break
+                fitting = len(batch) * BATCH_BYTES // max(1, scanner.count - start)
+                batch_size = max(1, min(most, 2 * batch_size, fitting))
                 if size >= chunk_chars:
                     self.received = received
                     yield "".join(lines)
