@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from paysync.errors import RecordError
-from paysync.records import copy_row, duplicate_key_error, invalid_text_error
+from paysync.records import copy_row, copy_rows, duplicate_key_error, invalid_text_error
 
 PATIENT = {"firstName": "Rick", "lastName": "Deckard", "dateOfBirth": "2094-02-01", "externalId": "5"}
 PAYMENT = {"amount": Decimal("4.46"), "patientId": "5", "externalId": "501"}
@@ -161,3 +161,96 @@ def test_record_errors_keep_ids_and_fields_storable(raw, shown_as):
 
     assert (error.external_id, error.field) == (shown_as, shown_as)
     assert json.loads(json.dumps(error.to_json())) == error.to_json()
+
+
+# Batches of plainly valid records take a column-by-column path; anything else goes record by
+# record. Both must give exactly what copy_row gives.
+PLAIN_PAYMENTS = [
+    {"amount": Decimal("4.46"), "patientId": "5", "externalId": "a-1"},
+    {"amount": 7, "patientId": "5", "externalId": "a\\2"},
+    {"amount": Decimal("-0.50"), "patientId": "p q", "externalId": "ünï😀"},
+    {"amount": Decimal("9999999999.99"), "patientId": "x" * 255, "externalId": "4"},
+    {"amount": -9999999999, "patientId": "7", "externalId": "5", "note": [1, {"a": None}]},
+]
+PLAIN_PATIENTS = [
+    PATIENT,
+    PATIENT | {"firstName": "Tab\there", "lastName": "Back\\slash", "middleName": "\\"},
+    PATIENT | {"lastName": "Two\nlines\r", "middleName": "さくら"},
+    PATIENT | {"middleName": None, "dateOfBirth": "2000-02-29"},
+]
+# Values that are valid but not plain (or invalid): the batch holding one goes record by record.
+ODD_PAYMENT_FIELDS = [
+    {"amount": Decimal("4.5")},
+    {"amount": Decimal("1E+2")},
+    {"amount": Decimal("4.460")},
+    {"amount": Decimal("1.001")},
+    {"amount": Decimal("99999999999.00")},
+    {"amount": 10**10},
+    {"amount": -(10**10)},
+    {"amount": True},
+    {"amount": "4.46"},
+    {"amount": None},
+    {"amount": Decimal("NaN")},
+    {"externalId": ""},
+    {"externalId": " "},
+    {"externalId": "x" * 256},
+    {"externalId": "a\tb"},
+    {"externalId": "a\x7f"},
+    {"externalId": "a\u00a0b"},
+    {"externalId": "a\uffff"},
+    {"externalId": 1.5},
+    {"externalId": True},
+    {"patientId": None},
+    {"patientId": ["5"]},
+]
+ODD_PATIENT_FIELDS = [
+    {"firstName": ""},
+    {"firstName": "\t"},
+    {"firstName": "A\x0bB"},
+    {"lastName": "Zoë\u00a0X"},
+    {"lastName": "L\x00"},
+    {"middleName": ""},
+    {"middleName": 3},
+    {"middleName": "x" * 256},
+    {"externalId": "a\nb"},
+    {"dateOfBirth": "2001-02-29"},
+    {"dateOfBirth": "2094-2-1"},
+    {"dateOfBirth": "\uff12\uff10\uff19\uff14-02-01"},
+    {"dateOfBirth": 20940201},
+    {"dateOfBirth": None},
+]
+
+
+def each_row(entity, start, records):
+    return [copy_row(entity, index, record) for index, record in enumerate(records, start)]
+
+
+@pytest.mark.parametrize(
+    ("entity", "records"),
+    [
+        ("payments", PLAIN_PAYMENTS),
+        ("payments", [PAYMENT | {"externalId": 1, "patientId": -2}, PAYMENT | {"externalId": 10**30, "patientId": 0}]),
+        ("patients", PLAIN_PATIENTS),
+        ("patients", [PATIENT | {"externalId": 6}, PATIENT | {"externalId": 7}]),
+    ],
+)
+def test_plain_batches_are_rendered_as_record_by_record(entity, records):
+    rows = copy_rows(entity, 40, records)
+
+    assert rows is not None
+    assert rows == each_row(entity, 40, records)
+
+
+@pytest.mark.parametrize(
+    ("entity", "records"),
+    [("payments", [*PLAIN_PAYMENTS, PAYMENT | odd]) for odd in ODD_PAYMENT_FIELDS]
+    + [("patients", [*PLAIN_PATIENTS, PATIENT | odd]) for odd in ODD_PATIENT_FIELDS]
+    + [
+        ("payments", [PAYMENT, ["501"]]),
+        ("payments", []),
+        ("payments", [PAYMENT, PAYMENT | {"externalId": 501}]),
+        ("patients", [PATIENT, PATIENT | {"externalId": 6}]),
+    ],
+)
+def test_batches_with_an_odd_record_are_left_to_copy_row_or_rendered_the_same(entity, records):
+    assert copy_rows(entity, 0, records) in (None, each_row(entity, 0, records))

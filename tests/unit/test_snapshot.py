@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from paysync.snapshot import MalformedInput, SnapshotReader, open_json_array
+from paysync.errors import SnapshotTooLarge
+from paysync.snapshot import Limits, MalformedInput, SnapshotReader, open_json_array
 
 
 class TrickleStream:
@@ -147,3 +148,53 @@ def test_duplicate_keys_are_found_exactly_whatever_the_reads(seed):
         assert {e.index for e in reader.errors} == duplicates
         assert {e.message for e in reader.errors} == {"duplicate key"}
         assert all(e.field is not None for e in reader.errors)
+
+
+def test_odd_records_inside_a_batch_keep_their_exact_indexes():
+    records = [f'{{"amount": 1.25, "patientId": "p", "externalId": "{i}"}}' for i in range(2500)]
+    records[1234] = '{"amount": "1.25", "patientId": "p", "externalId": "1234"}'
+    records[2001] = '{"amount": 1.25, "patientId": "p", "externalId": "2001", "amount": 2}'
+    records[2002] = '{"amount": 1.5, "patientId": "p\\\\q", "externalId": 2002}'
+
+    reader, chunks = read_all(("[" + ",".join(records) + "]").encode())
+    rows = "".join(chunks).splitlines()
+
+    assert [(e.index, e.field, e.message) for e in reader.errors] == [
+        (1234, "amount", "must be a number"),
+        (2001, "amount", "duplicate key"),
+    ]
+    assert (reader.received, len(rows)) == (2500, 2498)
+    assert rows[2000] == "2002\t2002\t1.50\tp\\\\q"
+    assert rows[-1] == "2499\t2499\t1.25\tp"
+
+
+def test_records_before_a_json_error_are_read_and_counted():
+    reader, chunks = read_all(payments_json(3)[:-1] + b', {"amount": 1, "x": ]')
+
+    assert reader.malformed is not None
+    assert reader.received == 3
+    assert "".join(chunks).count("\n") == 3
+
+
+def test_the_record_limit_counts_exactly():
+    reader = SnapshotReader("payments", io.BytesIO(payments_json(2500)), Limits(10**9, 1500, 50))
+
+    list(reader.copy_chunks())
+
+    assert isinstance(reader.failure, SnapshotTooLarge)
+    assert reader.received == 1500
+    at_limit = SnapshotReader("payments", io.BytesIO(payments_json(1500)), Limits(10**9, 1500, 50))
+    list(at_limit.copy_chunks())
+    assert (at_limit.failure, at_limit.received) == (None, 1500)
+
+
+def test_a_repeated_key_is_named_after_a_change_of_record_size():
+    # Small records set the batch size; large ones follow, and the repeated key is still named.
+    small = [f'{{"amount": 1.25, "patientId": "p", "externalId": "{i}"}}' for i in range(1500)]
+    note = "n" * 2000
+    large = [f'{{"amount": 1.25, "patientId": "p", "externalId": "{i}", "note": "{note}"}}' for i in range(1500, 3000)]
+    large[500] = large[500][:-1] + ', "patientId": "q"}'
+
+    reader, _ = read_all(("[" + ",".join(small + large) + "]").encode())
+
+    assert [(e.index, e.field, e.message) for e in reader.errors] == [(2000, "patientId", "duplicate key")]

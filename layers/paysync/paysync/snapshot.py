@@ -25,18 +25,27 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any, Protocol
 
 import ijson
 
 from paysync.config import get_settings
 from paysync.errors import MAX_LISTED_ERRORS, RecordError, SnapshotRejected, SnapshotTooLarge, shown
-from paysync.records import INVALID_TEXT, Entity, copy_row, duplicate_key_error, invalid_text_error
+from paysync.records import (
+    INVALID_TEXT,
+    Entity,
+    copy_row,
+    copy_rows,
+    duplicate_key_error,
+    invalid_text_error,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 COPY_CHUNK_CHARS = 1 << 20
+BATCH_RECORDS = 1000
+BATCH_BYTES = 256 * 1024
 _WHITESPACE = b" \t\r\n"
 
 # Records are flat (array -> object -> scalars); a little nesting is allowed for ignored fields.
@@ -70,7 +79,9 @@ _STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 # Number scan: digits -> "0", so a long run is a plain substring search.
 _DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
 _STRING = re.compile(rb'"[^"]*(?:"|\Z)')
-_RECENT_BYTES = 256 * 1024
+# The last reads kept to name a repeated key: a batch of records (about BATCH_BYTES, more when
+# record sizes jump) plus the parser's read-ahead.
+_RECENT_BYTES = 4 << 20
 _COLON, _OPEN_BRACE, _CLOSE_BRACE = ord(":"), ord("{"), ord("}")
 _OPENERS = frozenset(b"[{")
 
@@ -241,6 +252,7 @@ class _Scanner:
         self._keys = 0  # keys seen so far of the record-level object still open
         self._recent: deque[bytes] = deque()  # the last reads, to name a duplicated key
         self._recent_size = 0
+        self.count = 0  # bytes passed on
         self.marked = False
         # Keys written in each record-level object, in order: a parsed record with fewer
         # keys repeated one (a dict keeps only the last value of a duplicated key).
@@ -274,6 +286,7 @@ class _Scanner:
         if b"u" in escaped:
             data = _ESCAPES.sub(self._escape, data)
         self._scan(data, unescape=b'"' in escaped or b"\\" in escaped)
+        self.count += len(data)
         self._recent.append(data)
         self._recent_size += len(data)
         while self._recent_size - len(self._recent[0]) >= _RECENT_BYTES:
@@ -469,27 +482,39 @@ class SnapshotReader:
         lines: list[str] = []
         size = 0
         max_records = self.limits.max_records
+        # Records go in batches, rendered column by column. A batch is at most a fraction of a
+        # chunk, so chunks stay near `chunk_chars`, and spans about BATCH_BYTES of input (sized
+        # from the last one), so its records are still among the scanner's recent bytes.
+        most = batch_size = max(1, min(BATCH_RECORDS, chunk_chars // 64))
+        received = 0
         try:
             scanner = _Scanner(_open(self.stream, self.limits), self.limits)
-            key_counts = scanner.key_counts
-            for index, record in enumerate(ijson.items(scanner, "item")):
-                if index >= max_records:
-                    raise SnapshotTooLarge(
+            items = ijson.items(scanner, "item")
+            while True:
+                start = scanner.count
+                batch: list[Any] = []
+                problem: Exception | None = None
+                try:
+                    batch.extend(islice(items, batch_size))  # keeps the records before a parse error
+                except Exception as exc:
+                    problem = exc
+                if received + len(batch) > max_records:
+                    del batch[max_records - received :]
+                    problem = SnapshotTooLarge(
                         f"the snapshot holds more than {max_records} records; split it or raise MAX_SNAPSHOT_RECORDS"
                     )
-                row = copy_row(self.entity, index, record)
-                self.received = index + 1
-                if type(record) is dict and key_counts and len(record) < key_counts.popleft():
-                    named = len(self.errors) < MAX_LISTED_ERRORS  # only listed errors show the key
-                    row = duplicate_key_error(index, record, scanner.duplicated_key(record) if named else None)
-                if scanner.marked and type(row) is str:
-                    row = invalid_text_error(index, record) or row
-                if type(row) is not str:
-                    self._add_error(row)
-                    continue
-                lines.append(row)
-                size += len(row)
+                rows = self._batch_rows(scanner, received, batch)
+                received += len(batch)
+                lines += rows
+                size += sum(map(len, rows))
+                if problem is not None:
+                    raise problem
+                if len(batch) < batch_size:
+                    break
+                fitting = len(batch) * BATCH_BYTES // max(1, scanner.count - start)
+                batch_size = max(1, min(most, 2 * batch_size, fitting))
                 if size >= chunk_chars:
+                    self.received = received
                     yield "".join(lines)
                     lines, size = [], 0
         except MalformedInput as exc:
@@ -506,8 +531,33 @@ class SnapshotReader:
             self.failure = exc
         except Exception as exc:  # transient I/O problems; re-raised by the caller after COPY
             self.failure = exc
+        self.received = received
         if lines:
             yield "".join(lines)
+
+    def _batch_rows(self, scanner: _Scanner, start: int, batch: list[Any]) -> list[str]:
+        """The COPY lines of the valid records of `batch` (indexes from `start`); errors are kept."""
+        key_counts = scanner.key_counts
+        if not scanner.marked and len(key_counts) >= len(batch):
+            rows = copy_rows(self.entity, start, batch)
+            # A dict keeps one value of a repeated key: fewer keys than written is a duplicate.
+            if rows is not None and list(map(len, batch)) == list(islice(key_counts, len(batch))):
+                for _ in batch:
+                    key_counts.popleft()
+                return rows
+        rows = []
+        for index, record in enumerate(batch, start):
+            row = copy_row(self.entity, index, record)
+            if type(record) is dict and key_counts and len(record) < key_counts.popleft():
+                named = len(self.errors) < MAX_LISTED_ERRORS  # only listed errors show the key
+                row = duplicate_key_error(index, record, scanner.duplicated_key(record) if named else None)
+            if scanner.marked and type(row) is str:
+                row = invalid_text_error(index, record) or row
+            if type(row) is str:
+                rows.append(row)
+            else:
+                self._add_error(row)
+        return rows
 
     def _add_error(self, error: RecordError) -> None:
         self.invalid_count += 1
