@@ -155,10 +155,12 @@ def test_statement_labels(sql: str, expected: str) -> None:
 def test_statement_timer_groups_a_real_sync(conn: pg8000.native.Connection) -> None:
     patients = snapshot([{"externalId": "1", "firstName": "A", "lastName": "B", "dateOfBirth": "1990-01-01"}])
     payments = snapshot([{"externalId": "9", "amount": Decimal("1.50"), "patientId": "1"}])
+    next_day = snapshot([{"externalId": "9", "amount": Decimal("2.50"), "patientId": "1"}])
 
     with StatementTimer(pg8000.native.Connection) as timer:
         reconcile_snapshot("patients", patients, source="cli")  # type: ignore[arg-type]
         reconcile_snapshot("payments", payments, source="cli")  # type: ignore[arg-type]
+        reconcile_snapshot("payments", next_day, source="cli")  # type: ignore[arg-type]  (a first load has no diff)
     groups = timer.groups(wall_s=10.0, cpu_s=10.0, server_cpu_s=None)
 
     assert not hasattr(pg8000.native.Connection.run, "__wrapped__")  # the wrapper is gone
