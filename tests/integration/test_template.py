@@ -628,3 +628,6 @@ def test_the_history_purge_runs_daily_with_the_configured_retention(template):
     assert purge["Environment"]["Variables"]["HISTORY_RETENTION_DAYS"] == {"Ref": "HistoryRetentionDays"}
     assert template["Parameters"]["HistoryRetentionDays"]["Default"] == 0  # history kept unless asked
     assert purge["Timeout"] == 900
+    keep = template["Globals"]["Function"]["Environment"]["Variables"]["KEEP_HISTORY"]
+    assert keep == {"Ref": "KeepHistory"}
+    assert template["Parameters"]["KeepHistory"]["Default"] == "true"  # history kept unless asked
