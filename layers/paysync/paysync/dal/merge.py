@@ -385,6 +385,16 @@ def sqlstate(exc: DatabaseError) -> str | None:
 _NEW_ACTION = "CASE d.action WHEN 'u' THEN 'updated' WHEN 'd' THEN 'deleted' ELSE 'restored' END"
 
 
+def _soft_delete_missing(connection: Connection, entity: Entity) -> None:
+    """Mark deleted the live rows the diff found missing from the snapshot ('d')."""
+    connection.run(
+        f"""
+        UPDATE {entity} t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
+                              version_action = 'deleted'
+        FROM diff_{entity} d WHERE d.action = 'd' AND t.id = d.id"""
+    )
+
+
 def apply_patients(
     connection: Connection, first_load: bool = False, bulk: bool = False, keep_history: bool = True
 ) -> None:
@@ -403,12 +413,7 @@ def apply_patients(
                        old_updated, now(), old_sync_id, {_SYNC_ID}, old_action
                 FROM diff_patients WHERE action IN ('u', 'd', 'r')"""
             )
-        connection.run(
-            f"""
-            UPDATE patients t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
-                                  version_action = 'deleted'
-            FROM diff_patients d WHERE d.action = 'd' AND t.id = d.id"""
-        )
+        _soft_delete_missing(connection, "patients")
         # `updated` moves only here: the diff holds just the rows whose fields differ.
         connection.run(
             f"""
@@ -491,12 +496,7 @@ def apply_payments(
         SELECT p.id, d.amount, 1 FROM diff_payments d JOIN patients p ON p.external_id = d.patient_external_id
         WHERE d.action IN ('u', 'r', 'i')"""
     )
-    connection.run(
-        f"""
-        UPDATE payments t SET deleted = now(), updated = now(), version_sync_id = {_SYNC_ID},
-                              version_action = 'deleted'
-        FROM diff_payments d WHERE d.action = 'd' AND t.id = d.id"""
-    )
+    _soft_delete_missing(connection, "payments")
     # A payment links to its patient's row whether or not that patient is
     # currently deleted (external ids are immutable, rows are never removed);
     # totals count live payments of every patient, so a restore is exact.
