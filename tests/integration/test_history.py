@@ -408,8 +408,14 @@ def test_bulk_first_load_names_its_sync_and_keeps_the_bulk_path(conn, invoke, mo
     first = sync("patients", [patient("1"), patient("2")])
     loaded = sync("payments", [payment("p1", "1.00", "1")])
 
-    assert built == [("patients", True), ("payments", True)]  # no fallback to the plain insert
+    # No fallback to the plain insert; the payments load rebuilds patients beside with their totals.
+    assert built == [("patients", True), ("payments", True), ("patients", True)]
     assert history_counts(conn) == (0, 0)
+    # Totals are derived: the rebuilt patients keep the version the patients sync started.
+    assert conn.run("SELECT external_id, payments_total, version_sync_id FROM patients ORDER BY id") == [
+        ["1", Decimal("1.00"), first],
+        ["2", Decimal("0.00"), first],
+    ]
     assert [c["externalId"] for c in ok(get_changes(invoke, first))] == ["1", "2"]
     assert [c["externalId"] for c in ok(get_changes(invoke, loaded))] == ["p1"]
     # The swapped-in table keeps the history columns' index.

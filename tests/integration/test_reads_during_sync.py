@@ -167,7 +167,8 @@ FIRST_LOAD_PAYMENTS = [
     r"PRIMARY KEY",
     r"UNIQUE \(external_id\)",
     r"FOREIGN KEY",
-    r"UPDATE patients p SET payments_total",
+    r"OVERRIDING SYSTEM VALUE",  # patients rebuilt beside with their totals
+    r"ANALYZE patients",
     r"ANALYZE payments",
 ]
 
@@ -204,7 +205,6 @@ def test_reads_answer_during_a_bulk_first_load_of_payments(
 NEXT_DAY_PAYMENTS = [
     r"COPY stage_payments",
     r"CREATE TEMP TABLE diff_payments",
-    r"UPDATE payments t SET deleted",
     r"UPDATE payments t\s+SET amount",
     r"INSERT INTO payments \(",
     r"UPDATE patients p SET payments_total",
@@ -212,7 +212,6 @@ NEXT_DAY_PAYMENTS = [
 ]
 NEXT_DAY_PATIENTS = [
     r"COPY stage_patients",
-    r"UPDATE patients t SET deleted",
     r"UPDATE patients t\s+SET first_name",
     r"INSERT INTO patients \(",
     r"UPDATE payments pay SET patient_id",

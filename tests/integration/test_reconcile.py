@@ -219,6 +219,29 @@ class TestPaymentRules:
             sync(entity, records, force=True)
             assert stored() == recount()
 
+    @pytest.mark.parametrize("bulk_min_rows", [2, 1_000], ids=["bulk first load", "first load in place"])
+    def test_new_rows_get_ids_in_snapshot_order_and_later_rows_follow(self, conn, monkeypatch, bulk_min_rows):
+        monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", bulk_min_rows)
+        sync("patients", [patient("z"), patient("a"), patient("m")])
+        sync("payments", [payment("p9", "z"), payment("p1", "a"), payment("p5", "m"), payment("p0", "z")])
+
+        sync("patients", [patient("z"), patient("a"), patient("m"), patient("b")])
+        sync(
+            "payments",
+            [payment("p9", "z"), payment("p1", "a"), payment("p5", "m"), payment("p0", "z"), payment("p2", "b")],
+        )
+
+        assert conn.run("SELECT id, external_id FROM patients ORDER BY id") == [[1, "z"], [2, "a"], [3, "m"], [4, "b"]]
+        assert conn.run("SELECT id, external_id FROM payments ORDER BY id") == [
+            [1, "p9"],
+            [2, "p1"],
+            [3, "p5"],
+            [4, "p0"],
+            [5, "p2"],
+        ]
+        # Totals were moved on the way (the bulk path rebuilds patients with them).
+        assert totals(conn)["z"] == (Decimal("20.00"), 2)
+
     def test_orphan_keeps_its_reference_and_counts_as_orphaned(self, conn):
         sync("patients", [patient(1)])
 

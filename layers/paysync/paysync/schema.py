@@ -38,6 +38,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Types of the replica's columns.
 TIMESTAMPTZ = DateTime(timezone=True)
+# External ids compare byte by byte: opaque keys, only ever tested for equality.
+EXTERNAL_ID = Text(collation="C")
 MONEY = Numeric(12, 2)  # one payment's amount
 # A patient's total: at most 2,147,483,647 payments (payments_count is an integer)
 # of at most 9,999,999,999.99 each stay below 2.2e19, which 20 integer digits hold.
@@ -65,7 +67,7 @@ class Patient(Base):
     __tablename__ = "patients"
 
     id: Mapped[int] = _identity()
-    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    external_id: Mapped[str] = mapped_column(EXTERNAL_ID, nullable=False)
     first_name: Mapped[str] = mapped_column(Text, nullable=False)
     last_name: Mapped[str] = mapped_column(Text, nullable=False)
     middle_name: Mapped[str | None] = mapped_column(Text)
@@ -95,9 +97,9 @@ class Payment(Base):
     __tablename__ = "payments"
 
     id: Mapped[int] = _identity()
-    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    external_id: Mapped[str] = mapped_column(EXTERNAL_ID, nullable=False)
     amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
-    patient_external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    patient_external_id: Mapped[str] = mapped_column(EXTERNAL_ID, nullable=False)
     patient_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("patients.id", name="payments_patient_id_fkey")
     )
@@ -199,7 +201,7 @@ class PatientVersion(_Version, Base):
 
     id: Mapped[int] = _identity()
     patient_id: Mapped[int] = mapped_column(BigInteger, nullable=False)  # no FK: a bulk load may swap patients
-    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    external_id: Mapped[str] = mapped_column(EXTERNAL_ID, nullable=False)
     first_name: Mapped[str] = mapped_column(Text, nullable=False)
     last_name: Mapped[str] = mapped_column(Text, nullable=False)
     middle_name: Mapped[str | None] = mapped_column(Text)
@@ -215,9 +217,9 @@ class PaymentVersion(_Version, Base):
 
     id: Mapped[int] = _identity()
     payment_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    external_id: Mapped[str] = mapped_column(EXTERNAL_ID, nullable=False)
     amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
-    patient_external_id: Mapped[str] = mapped_column(Text, nullable=False)
+    patient_external_id: Mapped[str] = mapped_column(EXTERNAL_ID, nullable=False)
 
     __table_args__ = _version_indexes("payment_versions", "payment_id")
 
