@@ -166,7 +166,7 @@ class TestExactness:
         assert (histogram["patients"], histogram["min"], histogram["max"]) == (0, None, None)
         # Without stored figures, ranks no sync built are never counted.
         conn.run("DELETE FROM patient_total_ranks")
-        conn.run("INSERT INTO patient_total_ranks VALUES (1.00, 5)")
+        conn.run("INSERT INTO patient_total_ranks (generation, total, patients_at_or_below) VALUES (0, 1.00, 5)")
         ranged = get(invoke, "/stats/histogram", {"buckets": "2", "min": "0", "max": "10"})
         assert [(b["from"], b["to"], b["count"]) for b in ranged["buckets"]] == [
             (ZERO, Decimal("5.00"), 0),

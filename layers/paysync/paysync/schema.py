@@ -252,6 +252,8 @@ class SyncStats(Base):
     total_max: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
     total_mean: Mapped[Decimal | None] = mapped_column(MONEY_TOTAL)
     computed: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    # The generation of patient_total_ranks these figures were computed from (reads use its ranks).
+    ranks_generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
     __table_args__ = (
         UniqueConstraint("sync_id", name="sync_stats_sync_id_key"),
@@ -269,14 +271,22 @@ class SyncStats(Base):
 
 class PatientTotalRank(Base):
     """The cumulative distribution of live patients' totals: how many are at or below each total
-    (rebuilt by each sync whose totals moved; percentiles and histograms are index lookups)."""
+    (written as a new generation by each sync whose totals moved; percentiles and histograms are
+    index lookups in the generation sync_stats names)."""
 
     __tablename__ = "patient_total_ranks"
 
-    total: Mapped[Decimal] = mapped_column(MONEY_TOTAL, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    total: Mapped[Decimal] = mapped_column(MONEY_TOTAL, nullable=False)
     patients_at_or_below: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
-    __table_args__ = (UniqueConstraint("patients_at_or_below", name="patient_total_ranks_count_key"),)
+    # Not unique, leading with the generation: a sync's new entries append at the right edge.
+    __table_args__ = (
+        Index("patient_total_ranks_total_idx", "generation", "total"),
+        Index("patient_total_ranks_count_idx", "generation", "patients_at_or_below"),
+    )
+    # The table has no primary key; SQLAlchemy's mapper needs one to map the class.
+    __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": [generation, total]}
 
 
 metadata = Base.metadata

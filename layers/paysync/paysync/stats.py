@@ -50,8 +50,12 @@ def record_sync(connection: Connection, summary: SyncSummary, changed: int) -> N
     if changed == 0 and dal.has_figures(connection):
         dal.copy_previous(connection)
         return
-    dal.rebuild_ranks(connection)
-    dal.insert_figures(connection)
+    # The sync's ranks are a generation of their own, named by its reserved id.
+    generation = summary.reserved_id
+    if generation is None:
+        raise ValueError("the figures of a sync need its reserved id")
+    dal.rebuild_ranks(connection, generation)
+    dal.insert_figures(connection, generation)
 
 
 def get_stats(query: Mapping[str, str], connection: Connection | None = None) -> dict[str, Any]:
@@ -91,7 +95,7 @@ def get_histogram(query: Mapping[str, str], connection: Connection | None = None
         high_cents = int((high / _CENT).to_integral_value(ROUND_FLOOR))
         body |= {"min": _cents(low_cents), "max": _cents(high_cents)}
         if low_cents > high_cents:  # min and max lie between the same two cents: no total fits
-            [below] = dal.counts_below(connection, [_cents(low_cents)]) if row else [0]
+            [below] = dal.counts_below(connection, row["ranks_generation"], [_cents(low_cents)]) if row else [0]
             return body | {"below": below, "above": live - below, "buckets": []}
         # Edges min + i*(max-min)/N, rounded up to the cent: over whole-cent totals, splitting
         # at an edge or at that edge rounded up counts the same patients.
@@ -99,7 +103,7 @@ def get_histogram(query: Mapping[str, str], connection: Connection | None = None
         edges = [low_cents - (-width * i // buckets) for i in range(buckets)]
         bounds = [_cents(edge) for edge in [*edges, high_cents + 1]]
         # No stored figures: no sync has built the ranks yet, so nothing is counted.
-        counts = dal.counts_below(connection, bounds) if row else [0] * len(bounds)
+        counts = dal.counts_below(connection, row["ranks_generation"], bounds) if row else [0] * len(bounds)
     ranges = [
         {"from": _cents(edge), "to": _cents(edges[i + 1] if i + 1 < buckets else high_cents), "count": count}
         for i, (edge, count) in enumerate(zip(edges, _differences(counts), strict=True))

@@ -25,63 +25,76 @@ def has_figures(connection: Connection) -> bool:
 
 
 def copy_previous(connection: Connection) -> None:
-    """Store the newest sync's figures again, for a sync that changed nothing."""
+    """Store the newest sync's figures again, for a sync that changed nothing (its ranks stay in use)."""
     connection.run(
-        f"""INSERT INTO sync_stats ({FIGURES})
-            SELECT {FIGURES} FROM sync_stats WHERE sync_id IS NOT NULL ORDER BY sync_id DESC LIMIT 1"""
+        f"""INSERT INTO sync_stats ({FIGURES}, ranks_generation)
+            SELECT {FIGURES}, ranks_generation FROM sync_stats
+            WHERE sync_id IS NOT NULL ORDER BY sync_id DESC LIMIT 1"""
     )
 
 
-def rebuild_ranks(connection: Connection) -> None:
-    """Replace patient_total_ranks with the cumulative counts of the live patients' totals."""
-    # DELETE, not TRUNCATE: TRUNCATE's lock would block reads until the sync commits.
+def rebuild_ranks(connection: Connection, generation: int) -> None:
+    """Write the cumulative counts of the live patients' totals as `generation` (the sync's
+    reserved id) of patient_total_ranks, and delete the earlier generations."""
+    # DELETE, not TRUNCATE: TRUNCATE's lock would block reads until the sync commits. Until
+    # then, reads keep finding the committed generation (the one sync_stats names): its rows
+    # are only marked. The new generation's entries go to the right edge of indexes that lead
+    # with the generation, and no uniqueness check walks through the deleted entries.
     connection.run("DELETE FROM patient_total_ranks")
     connection.run(
         """
-        INSERT INTO patient_total_ranks (total, patients_at_or_below)
-        SELECT payments_total, CAST(sum(count(*)) OVER (ORDER BY payments_total) AS bigint)
-        FROM patients WHERE deleted IS NULL GROUP BY payments_total"""
+        INSERT INTO patient_total_ranks (generation, total, patients_at_or_below)
+        SELECT CAST(:generation AS bigint), payments_total, CAST(sum(count(*)) OVER (ORDER BY payments_total) AS bigint)
+        FROM patients WHERE deleted IS NULL GROUP BY payments_total""",
+        generation=generation,
     )
 
 
-def insert_figures(connection: Connection) -> None:
-    """Compute the figures from the replica (and patient_total_ranks) and store them unattached;
-    the sync's run, once inserted, gives the row its id (trigger sync_stats_attach)."""
+def insert_figures(connection: Connection, generation: int) -> None:
+    """Compute the figures from the patients' totals (and the ranks `generation`) and store them
+    unattached; the sync's run, once inserted, gives the row its id (trigger sync_stats_attach)."""
+    # No scan of payments: every patient's totals (deleted patients' too) count the live
+    # payments linked to it, so the live payments are the patients' counts plus the live
+    # orphans (payments_orphan_idx finds those), and the same for the sums.
     # Percentiles are nearest-rank: the p-th is the smallest total that at least
     # ceil(p/100 * n) live patients reach, so each is a real patient's total;
     # p = 0 gives the minimum, p = 100 the maximum. The mean is rounded half away
     # from zero to the cent in integer arithmetic (numeric division would round twice).
     connection.run(
         f"""
-        WITH pay AS (
-            SELECT count(*) AS live, coalesce(sum(amount), 0) AS live_sum,
-                   count(*) FILTER (WHERE patient_id IS NULL) AS orphans,
-                   coalesce(sum(amount) FILTER (WHERE patient_id IS NULL), 0) AS orphans_sum
-            FROM payments WHERE deleted IS NULL
+        WITH orphans AS (
+            SELECT count(*) AS live, coalesce(sum(amount), 0) AS live_sum
+            FROM payments WHERE patient_id IS NULL AND deleted IS NULL
         ), pat AS (
             SELECT count(*) FILTER (WHERE deleted IS NULL) AS live,
                    count(*) FILTER (WHERE deleted IS NULL AND payments_count = 0) AS without_payments,
                    coalesce(sum(payments_total) FILTER (WHERE deleted IS NULL), 0) AS live_total,
                    coalesce(sum(payments_count) FILTER (WHERE deleted IS NOT NULL), 0) AS deleted_payments,
-                   coalesce(sum(payments_total) FILTER (WHERE deleted IS NOT NULL), 0) AS deleted_sum
+                   coalesce(sum(payments_total) FILTER (WHERE deleted IS NOT NULL), 0) AS deleted_sum,
+                   coalesce(sum(payments_count), 0) AS linked_payments,
+                   coalesce(sum(payments_total), 0) AS linked_sum
             FROM patients
         ), pct AS (
             SELECT p, (SELECT r.total FROM patient_total_ranks r
-                       WHERE r.patients_at_or_below >= (p * pat.live + 99) / 100
+                       WHERE r.generation = CAST(:generation AS bigint)
+                         AND r.patients_at_or_below >= (p * pat.live + 99) / 100
                        ORDER BY r.patients_at_or_below LIMIT 1) AS total
             FROM pat, unnest(ARRAY[0, 10, 25, 50, 75, 90, 99, 100]) p
             WHERE pat.live > 0
         )
-        INSERT INTO sync_stats ({FIGURES})
-        SELECT pat.live, pay.live, pay.live_sum, pay.orphans, pay.orphans_sum,
+        INSERT INTO sync_stats ({FIGURES}, ranks_generation)
+        SELECT pat.live, pat.linked_payments + orphans.live, pat.linked_sum + orphans.live_sum,
+               orphans.live, orphans.live_sum,
                pat.deleted_payments, pat.deleted_sum, pat.without_payments, pat.live_total,
                (SELECT total FROM pct WHERE p = 0), (SELECT total FROM pct WHERE p = 10),
                (SELECT total FROM pct WHERE p = 25), (SELECT total FROM pct WHERE p = 50),
                (SELECT total FROM pct WHERE p = 75), (SELECT total FROM pct WHERE p = 90),
                (SELECT total FROM pct WHERE p = 99), (SELECT total FROM pct WHERE p = 100),
                CASE WHEN pat.live > 0
-                    THEN sign(pat.live_total) * div(abs(pat.live_total) * 200 + pat.live, 2 * pat.live) * 0.01 END
-        FROM pay, pat"""
+                    THEN sign(pat.live_total) * div(abs(pat.live_total) * 200 + pat.live, 2 * pat.live) * 0.01 END,
+               CAST(:generation AS bigint)
+        FROM orphans, pat""",
+        generation=generation,
     )
 
 
@@ -96,9 +109,9 @@ def one_snapshot(connection: Connection) -> Iterator[Connection]:
 
 
 def newest(connection: Connection) -> dict[str, Any] | None:
-    """The newest applied sync's figures (with its sync id and time), or None before any."""
+    """The newest applied sync's figures (with its sync id, time and ranks generation), or None before any."""
     rows = connection.run(
-        f"""SELECT sync_id, computed, {FIGURES} FROM sync_stats
+        f"""SELECT sync_id, computed, ranks_generation, {FIGURES} FROM sync_stats
             WHERE sync_id IS NOT NULL ORDER BY sync_id DESC LIMIT 1"""
     )
     found = rows_as_dicts(connection, rows)
@@ -144,12 +157,15 @@ def top_payers(connection: Connection, limit: int) -> list[dict[str, Any]]:
     return rows_as_dicts(connection, rows)
 
 
-def counts_below(connection: Connection, bounds: list[Decimal]) -> list[int]:
-    """For each bound, how many live patients have a total strictly below it (one lookup each)."""
+def counts_below(connection: Connection, generation: int, bounds: list[Decimal]) -> list[int]:
+    """For each bound, how many live patients have a total strictly below it, from the ranks
+    `generation` (the one the newest figures name; one lookup each)."""
     rows = connection.run(
         """SELECT coalesce((SELECT r.patients_at_or_below FROM patient_total_ranks r
-                            WHERE r.total < b.bound ORDER BY r.total DESC LIMIT 1), 0)
+                            WHERE r.generation = CAST(:generation AS bigint) AND r.total < b.bound
+                            ORDER BY r.total DESC LIMIT 1), 0)
            FROM unnest(CAST(:bounds AS numeric[])) WITH ORDINALITY AS b (bound, n) ORDER BY b.n""",
+        generation=generation,
         bounds=[str(bound) for bound in bounds],
     )
     return [row[0] for row in rows]
