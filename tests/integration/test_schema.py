@@ -314,7 +314,7 @@ def test_the_id_collation_migration_downgrades_and_upgrades_again(conn, database
             assert len(other.run(collations)) == 6
             engine = engine_for(url)
             with engine.begin() as connection:
-                command.downgrade(_alembic_config(connection), "0010")
+                command.downgrade(_alembic_config(connection), "0011")
             assert {collation for _, collation in other.run(collations)} == {"default"}
             upgrade(params)
             engine.dispose()

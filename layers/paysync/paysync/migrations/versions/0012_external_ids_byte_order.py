@@ -11,15 +11,15 @@ Changing only the collation rewrites no table, but it rebuilds the indexes on
 these columns while holding ACCESS EXCLUSIVE on the table: on a large replica,
 run it in a quiet window.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-27
 """
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
