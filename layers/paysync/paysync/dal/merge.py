@@ -449,14 +449,17 @@ def apply_patients(
             built,
         )
     # Orphan payments (patient unknown until now) link to their patient; the live ones move
-    # its total. The partial index on orphans keeps this proportional to the orphans, not to
-    # all payments.
+    # its total. A payment is an orphan only while no patient row has its patient's external id,
+    # and patient rows are never removed, so only the patients this sync inserted can adopt
+    # orphans: both sides are index lookups (the sync's new rows, the partial index on orphans),
+    # proportional to them, not to all patients and payments.
     connection.run(
-        """
+        f"""
         WITH linked AS (
             UPDATE payments pay SET patient_id = p.id
             FROM patients p
-            WHERE pay.patient_id IS NULL AND p.external_id = pay.patient_external_id
+            WHERE p.version_sync_id = {_SYNC_ID} AND p.version_action = 'inserted'
+              AND pay.patient_id IS NULL AND pay.patient_external_id = p.external_id
             RETURNING pay.patient_id, pay.amount, pay.deleted
         )
         INSERT INTO total_moves SELECT patient_id, amount, 1 FROM linked WHERE deleted IS NULL"""
