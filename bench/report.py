@@ -460,7 +460,7 @@ How to read the tables:
   and the PostgreSQL backend's CPU (/proc, in 10 ms ticks), summed per
   statement group. A group is named by the statement's leading keywords and
   target table (`COPY stage_payments`, `INSERT payment_versions`,
-  `CREATE diff_payments`, `UPDATE payments (soft-delete)`,
+  `CREATE diff_payments`, `UPDATE payments`,
   `UPDATE patients (totals)`, `SELECT stage_payments (duplicate check)`,
   `COMMIT`…); statements it does not recognise go to "other". The COPY
   group's Python CPU is the parse: the snapshot is read while COPY streams.

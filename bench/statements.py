@@ -43,7 +43,6 @@ _TRANSACTION = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "REL
 # Notes for statement shapes that share a keyword and a table but do different work.
 _NOTES = (
     (re.compile(r"\bHAVING\s+count\(\*\)\s*>\s*1", re.IGNORECASE), "duplicate check"),
-    (re.compile(r"\bSET\s+deleted\s*=\s*now\(\)", re.IGNORECASE), "soft-delete"),
     (re.compile(r"\bSET\s+payments_total\b", re.IGNORECASE), "totals"),
 )
 
@@ -61,7 +60,7 @@ def _with_note(label: str, sql: str) -> str:
 
 
 def label(sql: str) -> str:
-    """The group of one statement, e.g. "COPY stage_payments", "UPDATE payments (soft-delete)",
+    """The group of one statement, e.g. "COPY stage_payments", "UPDATE patients (totals)",
     "INSERT payment_versions", "CREATE diff_payments", "COMMIT"; "other" when unrecognised."""
     text = _SPACE.sub(" ", _COMMENT.sub(" ", sql)).strip()
     if not text:

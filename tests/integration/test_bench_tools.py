@@ -127,9 +127,9 @@ def test_strict_floor_measures_both_stages(database_url: str, tmp_path: Path) ->
             "INSERT payment_versions",
         ),
         (
-            "WITH gone AS (UPDATE payments t SET deleted = now(), updated = now() FROM diff_payments d "
-            "RETURNING t.patient_id) INSERT INTO touched_patients SELECT DISTINCT patient_id FROM gone",
-            "UPDATE payments (soft-delete)",
+            "UPDATE payments t SET amount = CASE WHEN d.action = 'd' THEN t.amount ELSE d.amount END, "
+            "deleted = CASE WHEN d.action = 'd' THEN now() END FROM diff_payments d WHERE t.id = d.id",
+            "UPDATE payments",
         ),
         (
             "UPDATE patients p SET payments_total = t.total, payments_count = t.count FROM (SELECT 1) t",
