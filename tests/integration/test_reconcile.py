@@ -242,6 +242,23 @@ class TestPaymentRules:
         # Totals were moved on the way (the bulk path rebuilds patients with them).
         assert totals(conn)["z"] == (Decimal("20.00"), 2)
 
+    def test_statistics_follow_the_totals_a_payments_sync_moves(self, conn):
+        def total_stats() -> list[list[object]]:
+            return conn.run(
+                """SELECT CAST(most_common_vals AS text), CAST(histogram_bounds AS text) FROM pg_stats
+                   WHERE tablename = 'patients' AND attname = 'payments_total'"""
+            )
+
+        sync("patients", [patient(i) for i in range(1, 5)])
+        assert total_stats() == [["{0.00}", None]]  # analyzed with the load: every total is 0
+        names = conn.run("SELECT attname FROM pg_stats WHERE tablename = 'patients' ORDER BY attname")
+
+        sync("payments", [payment(10, 1, "1.00"), payment(11, 2, "2.00"), payment(12, 3, "3.00")])
+
+        # The payments sync analyzed the totals it moved (the other columns keep their statistics).
+        assert total_stats() == [[None, "{0.00,1.00,2.00,3.00}"]]
+        assert conn.run("SELECT attname FROM pg_stats WHERE tablename = 'patients' ORDER BY attname") == names
+
     def test_orphan_keeps_its_reference_and_counts_as_orphaned(self, conn):
         sync("patients", [patient(1)])
 

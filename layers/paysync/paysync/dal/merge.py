@@ -395,7 +395,9 @@ def _probing_by_id(connection: Connection) -> Iterator[None]:
     """Within the block, joins are nested loops: the diff's rows find theirs by primary key.
 
     The planner prefers hashing the diff and scanning the whole table, which at 7 % of 1M payments
-    took twice as long as the index probes, and grows with the table instead of the diff."""
+    took twice as long as the index probes, and grows with the table instead of the diff. The diff's
+    rows go in id order, so the table's pages are visited in the order they lie, whatever the
+    snapshot's order."""
     connection.run("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
     yield
     connection.run("SELECT set_config('enable_hashjoin', 'on', true), set_config('enable_mergejoin', 'on', true)")
@@ -436,7 +438,8 @@ def apply_patients(
                 SET {", ".join(f"{field} = {_keep_if_deleted(field)}" for field in fields)},
                     deleted = CASE WHEN d.action = 'd' THEN now() END, updated = now(),
                     version_sync_id = {_SYNC_ID}, version_action = {_NEW_ACTION}
-                FROM diff_patients d WHERE d.action IN ('u', 'r', 'd') AND t.id = d.id"""
+                FROM (SELECT * FROM diff_patients WHERE action IN ('u', 'r', 'd') ORDER BY id) d
+                WHERE t.id = d.id"""
             )
     new_rows = "stage_patients" if first_load else "diff_patients WHERE action = 'i'"
     with _built_beside(connection, "patients", bulk) as built:
@@ -530,8 +533,9 @@ def apply_payments(
                 patient_id = CASE WHEN d.action = 'd' THEN t.patient_id ELSE p.id END,
                 deleted = CASE WHEN d.action = 'd' THEN now() END, updated = now(),
                 version_sync_id = {_SYNC_ID}, version_action = {_NEW_ACTION}
-            FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
-            WHERE d.action IN ('u', 'r', 'd') AND t.id = d.id"""
+            FROM (SELECT * FROM diff_payments WHERE action IN ('u', 'r', 'd') ORDER BY id) d
+                 LEFT JOIN patients p ON p.external_id = d.patient_external_id
+            WHERE t.id = d.id"""
         )
     # New rows get ids in snapshot order.
     connection.run(
@@ -605,18 +609,21 @@ def refresh_totals(connection: Connection) -> int:
 
     The totals stay exact: every write to a live payment, or to a payment's patient, goes
     through a sync and records its move."""
-    # Totals are derived data: writing them does not bump a patient's `updated`.
+    # Totals are derived data: writing them does not bump a patient's `updated`. In id order,
+    # the rows (and their index entries) are visited in the order they lie: about 10 % faster.
     connection.run(
         """
         UPDATE patients p SET payments_total = p.payments_total + m.amount, payments_count = p.payments_count + m.count
-        FROM (SELECT patient_id, sum(amount) AS amount, sum(count) AS count FROM total_moves GROUP BY patient_id) m
+        FROM (SELECT patient_id, sum(amount) AS amount, sum(count) AS count FROM total_moves
+              GROUP BY patient_id ORDER BY patient_id) m
         WHERE p.id = m.patient_id AND (m.amount <> 0 OR m.count <> 0)"""
     )
     return connection.row_count
 
 
-def refresh_statistics(connection: Connection, table: str, changed: int) -> None:
-    """ANALYZE `table` when `changed` rows are a large share of it (or it was never analyzed).
+def refresh_statistics(connection: Connection, table: str, changed: int, columns: str = "") -> None:
+    """ANALYZE `table` (only `columns`, when named: the ones the sync wrote) when `changed` rows are a
+    large share of it (or it was never analyzed).
 
     Bulk loads otherwise leave the planner believing the table is empty (or
     all totals are 0) until autovacuum gets to it, and reads pick sorts over
@@ -627,8 +634,10 @@ def refresh_statistics(connection: Connection, table: str, changed: int) -> None
     [[estimated_rows]] = connection.run(
         "SELECT reltuples FROM pg_class WHERE oid = CAST(:table AS regclass)", table=table
     )
-    if estimated_rows < 0 or changed > ANALYZE_AFTER_CHANGED_SHARE * estimated_rows:
+    if estimated_rows < 0:  # never analyzed: every column
         connection.run(f"ANALYZE {table}")
+    elif changed > ANALYZE_AFTER_CHANGED_SHARE * estimated_rows:
+        connection.run(f"ANALYZE {table} ({columns})" if columns else f"ANALYZE {table}")
 
 
 def count_orphans(connection: Connection) -> int:
