@@ -94,7 +94,7 @@ _READ_SIZE = 64 * 1024
 # An unfinished record longer than this hands the rest of the snapshot to ijson (memory stays
 # flat), as does a read whose last record end is not among its last closing braces.
 _MAX_PENDING = 1 << 20
-_CUT_TRIES = 64
+_CUT_TRIES = 16
 # The first byte of the record after a cut (or after the array's "["), if read already.
 _NEXT_RECORD = re.compile(rb"[ \t\r\n]*(?:,[ \t\r\n]*)?([^ \t\r\n]?)")
 _OBJECT_OR_END = frozenset((b"", b"{", b"]"))
