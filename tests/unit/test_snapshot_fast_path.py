@@ -49,7 +49,16 @@ def outcome(data: bytes, step: int | None = None, entity: str = "payments", limi
     chunks = list(reader.copy_chunks(4096))
     errors = [(e.index, e.external_id, e.field, e.message) for e in reader.errors]
     failure = None if reader.failure is None else (type(reader.failure).__name__, str(reader.failure))
-    return reader.received, reader.invalid_count, errors, reader.malformed, failure, "".join(chunks)
+    # The sizes of the chunks too: records come in the same batches, after the same reads.
+    return (
+        reader.received,
+        reader.invalid_count,
+        errors,
+        reader.malformed,
+        failure,
+        "".join(chunks),
+        list(map(len, chunks)),
+    )
 
 
 @pytest.fixture
@@ -85,7 +94,7 @@ def many_payments(count: int) -> list[bytes]:
 def test_a_plain_snapshot_takes_the_fast_path(ijson_calls):
     data = array(many_payments(5000), b",\n")  # about 6 reads
 
-    received, invalid, errors, malformed, failure, rows = outcome(data)
+    received, invalid, errors, malformed, failure, rows, _ = outcome(data)
 
     assert (received, invalid, errors, malformed, failure) == (5000, 0, [], None, None)
     assert rows.splitlines()[4999] == "4999\t4999\t12.50\tp1"
@@ -100,7 +109,7 @@ def test_a_patients_snapshot_with_odd_reads_takes_the_fast_path(ijson_calls, ste
         for i in range(40)
     ]
 
-    received, _, errors, malformed, _, rows = outcome(array(records, b" ,\n "), step, "patients")
+    received, _, errors, malformed, _, rows, _ = outcome(array(records, b" ,\n "), step, "patients")
 
     assert (received, errors, malformed) == (40, [], None)
     assert rows.splitlines()[39] == '39\t39\tA"}\tB\\\\\t\\N\t2000-01-04'
@@ -122,7 +131,7 @@ def test_nan_and_infinity_are_refused_as_ijson_refuses_them(ijson_outcome, const
     got = outcome(data)
 
     assert got == ijson_outcome(data)
-    received, _, _, malformed, _, rows = got
+    received, _, _, malformed, _, rows, _ = got
     assert malformed is not None
     assert malformed.startswith("invalid JSON")
     assert received == 2500
@@ -152,7 +161,7 @@ def test_a_record_across_the_end_of_a_read_is_whole(ijson_calls):
     second = len(records[0]) + 2  # where the second record starts; reads end at 3 (the sniff), 3 + READ, ...
     assert second < 3 + READ < second + len(records[1])
 
-    received, _, errors, malformed, _, rows = outcome(data)
+    received, _, errors, malformed, _, rows, _ = outcome(data)
 
     assert (received, errors, malformed) == (3, [], None)
     assert rows.splitlines()[1:] == ["1\t1\t12.50\tp1", "2\t2\t12.50\tp2"]
