@@ -1,7 +1,10 @@
 """Streaming read of a snapshot: JSON array (optionally gzip) -> validated COPY text chunks.
 
-Memory stays flat: ijson parses incrementally, and valid rows leave as ~1 MB
-chunks for COPY while only the first 100 errors are kept.
+Memory stays flat: the input is read 64 KB at a time, and valid rows leave as
+~1 MB chunks for COPY while only the first 100 errors are kept. The records
+completed by each read are decoded at once by the standard library's C parser;
+anything it does not take plainly (an error, NaN, whitespace it does not know)
+goes to ijson from that point on, so every outcome is exactly ijson's.
 
 Hostile input is stopped on the raw bytes before the parser sees them (the C
 parser crashes on huge integers and slows down quadratically with nesting
@@ -82,8 +85,21 @@ _STRING = re.compile(rb'"[^"]*(?:"|\Z)')
 # The last reads kept to name a repeated key: a batch of records (about BATCH_BYTES, more when
 # record sizes jump) plus the parser's read-ahead.
 _RECENT_BYTES = 4 << 20
-_COLON, _OPEN_BRACE, _CLOSE_BRACE = ord(":"), ord("{"), ord("}")
+_COLON, _OPEN_BRACE, _CLOSE_BRACE, _BACKSLASH = ord(":"), ord("{"), ord("}"), ord("\\")
 _OPENERS = frozenset(b"[{")
+
+# The fast path reads what ijson reads at a time, so every read, check and failure happens at
+# the same point whichever parser decodes the records.
+_READ_SIZE = 64 * 1024
+# An unfinished record longer than this hands the rest of the snapshot to ijson (memory stays
+# flat), as does a read whose last record end is not among its last closing braces.
+_MAX_PENDING = 1 << 20
+_CUT_TRIES = 16
+# The first byte of the record after a cut (or after the array's "["), if read already.
+_NEXT_RECORD = re.compile(rb"[ \t\r\n]*(?:,[ \t\r\n]*)?([^ \t\r\n]?)")
+_OBJECT_OR_END = frozenset((b"", b"{", b"]"))
+# Put after a record decoded already, this stand-in puts a parser in the state it had there.
+_STAND_IN = b"[{}"
 
 
 class _Object(dict):  # type: ignore[type-arg]
@@ -101,6 +117,14 @@ def _object(pairs: list[tuple[str, Any]]) -> _Object:
 
 
 _PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_float=Decimal)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # ijson refuses NaN and Infinity: so does the fast path
+
+
+# The types ijson gives: int for whole numbers, Decimal for the others.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
 
 
 class Readable(Protocol):
@@ -417,6 +441,100 @@ class _Scanner:
         raise MalformedInput(f"the snapshot holds a number with more than {self._limits.max_number_digits} digits")
 
 
+class _Raising:
+    """A stream whose next read raises `error` (the scanner's, once ijson has what came before)."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size == 0:  # the parser's probe for bytes versus text
+            return b""
+        raise self._error
+
+
+def _records(scanner: _Scanner) -> Iterator[Any]:
+    """The records of the array, exactly as `ijson.items(scanner, "item")` yields them.
+
+    What the scanner has read (as much at a time as ijson reads) is cut after its last record
+    that is an object, and the records before the cut are decoded with one call of the C
+    parser of the standard library: each record is yielded after the same read as with
+    ijson. Whatever this does not take plainly (a block the C parser refuses, a failed read,
+    a record that is not an object, an unfinished record too long, a cut not found) goes to
+    ijson from there on, with what was read after the last cut, so messages and counts stay
+    ijson's.
+    """
+    pending = b""  # read but not decoded: the start of the array, then what follows a cut
+    started = False  # a cut was made (`pending` follows a record)
+    while True:
+        try:
+            data = scanner.read(_READ_SIZE)
+        except Exception as exc:  # ijson reads what came before, then fails the same way
+            yield from _ijson_records(pending, started, _Raising(exc))
+            return
+        if not data:
+            if not started or pending.strip(_WHITESPACE) != b"]":
+                yield from _ijson_records(pending, started, scanner)
+            return
+        pending += data
+        cut = _record_end(pending, scanner._depth, scanner._in_string)
+        if cut:
+            block = pending[:cut]
+            try:
+                text = (_STAND_IN + block if started else block).decode("utf-8") + "]"
+                records, end = _DECODER.raw_decode(text)
+                if end != len(text):
+                    raise ValueError("not one array")
+            except Exception:
+                yield from _ijson_records(pending, started, scanner)
+                return
+            pending = pending[cut:]
+            if started:
+                del records[0]
+            started = True
+            yield from records
+        # ijson would yield a record that is not an object (or fail on what follows the cut)
+        # before the next read: it takes over here, as for an unfinished record too long.
+        following = _NEXT_RECORD.match(pending, 0 if started else 1)
+        if cut is None or len(pending) > _MAX_PENDING or following is None or following[1] not in _OBJECT_OR_END:
+            yield from _ijson_records(pending, started, scanner)
+            return
+
+
+def _ijson_records(pending: bytes, started: bool, rest: Readable) -> Iterator[Any]:
+    """ijson's records from `pending` on, then from `rest`. After a cut, a stand-in record
+    leads: the parser is then in the state it had after the record before the cut."""
+    items = ijson.items(_PrefixedStream(_STAND_IN + pending if started else pending, rest), "item")
+    if started:
+        next(items)  # the stand-in
+    yield from items
+
+
+def _record_end(data: bytes, depth: int, in_string: bool) -> int | None:
+    """Where the last record of `data` that is an object ends (just after its closing brace),
+    found from the end of `data`, whose nesting `depth` and string state the scanner knows.
+    0 if no record ends in `data`; None if the end is not among the last closing braces."""
+    at = len(data)
+    for _ in range(_CUT_TRIES):
+        at = data.rfind(b"}", 0, at)
+        if at < 0:
+            return 0
+        after = data[at + 1 :]
+        if b"\\" in after:  # escaped quotes and backslashes say nothing about structure
+            after = after.replace(b"\\\\", b"").replace(b'\\"', b"")
+        marks = after.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+        if (marks.count(b'"') % 2 == 1) != in_string:  # inside a string: look before it
+            opening = data.rfind(b'"', 0, at)
+            if opening > 0 and data[opening - 1] != _BACKSLASH:
+                at = opening
+            continue
+        outside = b"".join(marks.split(b'"')[0::2])
+        opened = outside.count(b"[") + outside.count(b"{") - outside.count(b"]") - outside.count(b"}")
+        if depth - opened == 1:
+            return at + 1
+    return None
+
+
 def _escaped_chars(data: bytes) -> set[bytes]:
     """The characters that follow a backslash in `data`."""
     return set(_ESCAPED_CHAR.findall(data)) if b"\\" in data else set()
@@ -489,7 +607,7 @@ class SnapshotReader:
         received = 0
         try:
             scanner = _Scanner(_open(self.stream, self.limits), self.limits)
-            items = ijson.items(scanner, "item")
+            items = _records(scanner)
             while True:
                 start = scanner.count
                 batch: list[Any] = []
