@@ -180,7 +180,8 @@ def diff_snapshot(connection: Connection, entity: Entity, first_load: bool, rece
     if first_load:
         return Changes(inserted=received)
     connection.run(_DIFF_SQL[entity])
-    connection.run(f"ANALYZE diff_{entity}")
+    # No ANALYZE (0.13 s at 1M payments): the planner sizes the diff by its pages, and the one
+    # write whose plan depends on it most, the UPDATE, probes by primary key regardless.
     counts = dict(connection.run(f"SELECT action, count(*) FROM diff_{entity} GROUP BY action"))
     return Changes(
         inserted=counts.get("i", 0), updated=counts.get("u", 0), restored=counts.get("r", 0), deleted=counts.get("d", 0)
