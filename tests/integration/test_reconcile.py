@@ -16,7 +16,7 @@ from paysync.dal import merge
 from paysync.dal.db import parse_database_url
 from paysync.errors import DeletionGuardTriggered, InvalidSnapshot, MalformedSnapshot, StaleSnapshot
 from paysync.reconcile import reconcile_snapshot
-from tests.conftest import sample_bytes, snapshot, table_state
+from tests.conftest import database_state, sample_bytes, snapshot, table_state
 
 
 def patient(external_id: str | int, first: str = "Ann", last: str = "Lee", **extra: object) -> dict:
@@ -39,6 +39,17 @@ def totals(conn: pg8000.native.Connection) -> dict[str, tuple[Decimal, int]]:
 def load_samples() -> None:
     for entity in ("patients", "payments"):
         reconcile_snapshot(entity, io.BytesIO(sample_bytes(entity)), source="cli")
+
+
+# A re-sync holding a repeated externalId, each kind of repeat: (snapshot, the repeats found).
+RESYNC_REPEATS = {
+    "an unchanged live row twice": (["1", "2", "3", "4", "2"], [(4, "2")]),
+    "a live row unchanged, then changed": (["1", "2", "3", "4", ("2", "x")], [(4, "2")]),
+    "a live row changed twice": (["1", ("2", "x"), "3", "4", ("2", "y")], [(4, "2")]),
+    "a deleted row restored twice": (["1", "2", "3", "4", "5", "5"], [(5, "5")]),
+    "a new id twice": (["1", "2", "3", "4", "6", "6"], [(5, "6")]),
+    "a missing row's id twice, the others unchanged": (["1", "2", "3", "3"], [(3, "3")]),
+}
 
 
 class TestSampleData:
@@ -358,6 +369,31 @@ class TestRejections:
         assert [(d["index"], d["externalId"]) for d in caught.value.details] == [(2, "1"), (3, "2")]
         assert "first seen at index 0" in caught.value.details[0]["message"]
         assert conn.run("SELECT count(*) FROM patients") == [[0]]
+
+    @pytest.mark.parametrize(("records", "repeats"), RESYNC_REPEATS.values(), ids=RESYNC_REPEATS.keys())
+    @pytest.mark.parametrize("entity", ["patients", "payments"])
+    def test_a_resync_refuses_every_kind_of_repeated_id(self, conn, entity, records, repeats):
+        # Given a replica holding 1-4 live and 5 deleted
+        def make(record: str | tuple[str, str]):
+            eid, variant = record if isinstance(record, tuple) else (record, "")
+            if entity == "patients":
+                return patient(eid, first=f"Ann{variant}")
+            return payment(eid, 1, "10.00" if not variant else ("11.00" if variant == "x" else "12.00"))
+
+        if entity == "payments":
+            sync("patients", [patient(1)])
+        sync(entity, [make(e) for e in ["1", "2", "3", "4", "5"]])
+        sync(entity, [make(e) for e in ["1", "2", "3", "4"]])
+        before = database_state(conn)
+
+        with pytest.raises(InvalidSnapshot) as caught:
+            sync(entity, [make(record) for record in records], force=True)
+
+        assert [(d["index"], d["externalId"]) for d in caught.value.details] == repeats
+        assert all("duplicate externalId" in d["message"] for d in caught.value.details)
+        after = database_state(conn)
+        assert after.pop("sync_runs")[-1][0] > before.pop("sync_runs")[-1][0]  # the refusal is recorded
+        assert after == before
 
     def test_error_list_is_capped_at_100_with_the_total(self, conn):
         records = [patient(i, dateOfBirth="bad") for i in range(250)]

@@ -194,15 +194,19 @@ def _apply(
         raise reader.failure
     if reader.malformed is not None:
         raise MalformedSnapshot(reader.malformed)
-    # A first load needs no search for repeated ids: the empty table's unique key refuses them
-    # while the rows go in, and only then are they looked for (see below).
-    checked = bool(reader.invalid_count) or not first_load
+    # No upfront search for repeated ids (a hash aggregate over the whole stage): the diff's
+    # counts show a repeat of an id the table holds (see `merge.repeats_known_ids`), and the
+    # table's unique key refuses a repeated new id while the rows go in. Only then are the
+    # repeats looked for, to name them (see below).
+    checked = bool(reader.invalid_count)
     if checked:
         _refuse_invalid(connection, entity, reader)
     if on_phase is not None:
         on_phase("merging")
 
     changes = merge.diff_snapshot(connection, entity, first_load, summary.received)
+    if not first_load and not checked and merge.repeats_known_ids(connection, entity, summary.received, changes):
+        _refuse_invalid(connection, entity, reader)
     # The live rows are the staged rows that matched a live row, and the live rows missing from the stage.
     live_before = summary.received - changes.inserted - changes.restored + changes.deleted
     summary.deleted, summary.live_before = changes.deleted, live_before
@@ -210,7 +214,7 @@ def _apply(
         guard.check(connection, entity, summary.source, summary.received, changes.deleted, live_before)
     bulk = first_load and changes.inserted >= merge.BULK_LOAD_MIN_ROWS
     if not checked:
-        connection.run("SAVEPOINT first_load")
+        connection.run("SAVEPOINT apply")
     try:
         if entity == "patients":
             merge.apply_patients(connection, first_load, bulk, settings.keep_history)
@@ -219,7 +223,7 @@ def _apply(
     except DatabaseError as exc:
         if checked or merge.sqlstate(exc) != merge.UNIQUE_VIOLATION:
             raise
-        connection.run("ROLLBACK TO SAVEPOINT first_load")
+        connection.run("ROLLBACK TO SAVEPOINT apply")
         _refuse_invalid(connection, entity, reader)
         raise
     totals_moved = merge.refresh_totals(connection)

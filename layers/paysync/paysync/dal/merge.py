@@ -188,6 +188,21 @@ def diff_snapshot(connection: Connection, entity: Entity, first_load: bool, rece
     )
 
 
+def repeats_known_ids(connection: Connection, entity: Entity, received: int, changes: Changes) -> bool:
+    """Whether the snapshot repeats an externalId the table holds (a repeated new id is left to the
+    table's unique key).
+
+    Without repeats, each staged row that is not new matches its own row of the table: the live
+    ones matched ('u', or unchanged and left out of the diff) are the live rows minus the missing
+    ('d'), and no deleted row is restored ('r') twice. A count of the live rows and of the restored
+    ids costs a fraction of grouping every staged id."""
+    [[live, restored_ids]] = connection.run(
+        f"""SELECT (SELECT count(*) FROM {entity} WHERE deleted IS NULL),
+                   (SELECT count(DISTINCT id) FROM diff_{entity} WHERE action = 'r')"""
+    )
+    return received - changes.inserted - changes.restored != live - changes.deleted or restored_ids != changes.restored
+
+
 # A first load at least this big is built in an unindexed copy of the table,
 # whose indexes and constraints are built afterwards: one sorted build per
 # index instead of millions of random index inserts (and their WAL), several
