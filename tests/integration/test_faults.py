@@ -79,8 +79,8 @@ CHANGED_PATIENTS = [patient(1, "Changed"), patient(2), patient(4), patient(5)]  
 PHASES: dict[str, tuple[Any, str, str, str, list[dict]]] = {
     "copy": (merge, "load_stage", r"^COPY", "patients", [patient(i) for i in range(1, 400)]),
     "diff": (merge, "diff_snapshot", r"CREATE TEMP TABLE diff_", "patients", CHANGED_PATIENTS),
-    "soft delete": (merge, "apply_patients", r"SET deleted = now\(\)", "patients", CHANGED_PATIENTS),
-    "update": (merge, "apply_patients", r"SET first_name", "patients", CHANGED_PATIENTS),
+    "repeat check": (merge, "repeats_known_ids", r"count\(DISTINCT id\)", "patients", CHANGED_PATIENTS),
+    "soft delete and update": (merge, "apply_patients", r"SET first_name", "patients", CHANGED_PATIENTS),
     "insert": (merge, "apply_patients", r"INSERT INTO patients", "patients", CHANGED_PATIENTS),
     "orphan link": (merge, "apply_patients", r"UPDATE payments pay SET patient_id", "patients", CHANGED_PATIENTS),
     "index rebuild": (merge, "apply_patients", r"ADD CONSTRAINT|CREATE (UNIQUE )?INDEX", "patients", CHANGED_PATIENTS),
@@ -204,7 +204,7 @@ def test_cli_exits_with_failure(fault, replica, tmp_path, capsys, phase):
 
 
 def test_retry_after_the_outage_applies_the_snapshot(fault, replica):
-    entity, records = fault("update")
+    entity, records = fault("soft delete and update")
     with pytest.raises(DatabaseUnavailable):
         reconcile.reconcile_snapshot(entity, snapshot(records), source="cli")
 
