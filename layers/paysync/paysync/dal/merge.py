@@ -443,8 +443,8 @@ def apply_patients(
                        old_updated, now(), old_sync_id, {_SYNC_ID}, old_action
                 FROM diff_patients WHERE action IN ('u', 'd', 'r')"""
             )
-        # One statement (one pass over the table) soft-deletes the missing rows and writes the
-        # changed and reappearing ones; `updated` moves only here: the diff holds just the rows
+        # One statement soft-deletes the missing rows and writes the changed and reappearing
+        # ones; `updated` moves only here: the diff holds just the rows
         # whose fields differ.
         fields = ("first_name", "last_name", "middle_name", "date_of_birth")
         with _probing_by_id(connection):
@@ -537,8 +537,8 @@ def apply_payments(
         SELECT p.id, d.amount, 1 FROM diff_payments d JOIN patients p ON p.external_id = d.patient_external_id
         WHERE d.action IN ('u', 'r', 'i')"""
     )
-    # One statement (one pass over the table) soft-deletes the missing rows and writes the
-    # changed and reappearing ones. A payment links to its patient's row whether or not that
+    # One statement soft-deletes the missing rows and writes the changed and reappearing ones.
+    # A payment links to its patient's row whether or not that
     # patient is currently deleted (external ids are immutable, rows are never removed); totals
     # count live payments of every patient, so a restore is exact.
     with _probing_by_id(connection):
