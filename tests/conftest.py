@@ -139,6 +139,19 @@ def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / name).read_text())
 
 
+class Trickle:
+    """A stream that returns at most `step` bytes per read (a network read, an S3 body)."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.reads = data, step, 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        take = self.step if size < 0 else min(size, self.step)
+        chunk, self.data = self.data[:take], self.data[take:]
+        return chunk
+
+
 def sample_bytes(entity: str) -> bytes:
     """The brief's sample snapshot of `entity`."""
     return (SAMPLES / f"{entity}.json").read_bytes()

@@ -16,6 +16,7 @@ import pytest
 
 from paysync.errors import SnapshotTooLarge
 from paysync.snapshot import MAX_DEPTH, MAX_NUMBER_DIGITS, Limits, SnapshotReader
+from tests.conftest import Trickle
 
 LIMITS = Limits(max_bytes=50_000_000, max_records=1000, max_compression_ratio=50)
 READ_SIZES = [None, 1, 7, 4096]
@@ -45,18 +46,6 @@ def patient(
 
 def array(*records: bytes) -> bytes:
     return b"[" + b",".join(records) + b"]"
-
-
-class Trickle:
-    """Returns at most `step` bytes per read."""
-
-    def __init__(self, data: bytes, step: int) -> None:
-        self.data, self.step = data, step
-
-    def read(self, size: int = -1) -> bytes:
-        take = self.step if size < 0 else min(size, self.step)
-        chunk, self.data = self.data[:take], self.data[take:]
-        return chunk
 
 
 def read(data: bytes, entity: str = "payments", step: int | None = None, limits: Limits = LIMITS):

@@ -11,19 +11,7 @@ import pytest
 
 from paysync.errors import SnapshotTooLarge
 from paysync.snapshot import Limits, MalformedInput, SnapshotReader, open_json_array
-
-
-class TrickleStream:
-    """Returns at most `step` bytes per read, like a slow network body."""
-
-    def __init__(self, data: bytes, step: int) -> None:
-        self.data, self.step, self.reads = data, step, 0
-
-    def read(self, size: int = -1) -> bytes:
-        self.reads += 1
-        take = self.step if size < 0 else min(size, self.step)
-        chunk, self.data = self.data[:take], self.data[take:]
-        return chunk
+from tests.conftest import Trickle
 
 
 def read_all(data: bytes, entity: str = "payments", chunk_chars: int = 1 << 20) -> tuple[SnapshotReader, list[str]]:
@@ -47,7 +35,7 @@ def test_rows_leave_in_bounded_chunks():
 
 
 def test_input_is_read_incrementally():
-    stream = TrickleStream(payments_json(2000), step=4096)
+    stream = Trickle(payments_json(2000), step=4096)
     reader = SnapshotReader("payments", stream)
 
     first = next(iter(reader.copy_chunks(100)))
@@ -141,7 +129,7 @@ def test_duplicate_keys_are_found_exactly_whatever_the_reads(seed):
     data = _random_snapshot(rng, duplicates)
 
     for step in (1, 3, 17, 251, 1 << 16):
-        reader = SnapshotReader("payments", TrickleStream(data, step))
+        reader = SnapshotReader("payments", Trickle(data, step))
         list(reader.copy_chunks())
 
         assert reader.malformed is None

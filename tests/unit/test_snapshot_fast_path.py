@@ -17,21 +17,10 @@ import pytest
 
 from paysync import snapshot
 from paysync.snapshot import Limits, SnapshotReader
+from tests.conftest import Trickle
 
 LIMITS = Limits(max_bytes=50_000_000, max_records=100_000, max_compression_ratio=50)
 READ = 64 * 1024  # what the reader asks of the stream at a time
-
-
-class Trickle:
-    """Returns at most `step` bytes per read."""
-
-    def __init__(self, data: bytes, step: int) -> None:
-        self.data, self.step = data, step
-
-    def read(self, size: int = -1) -> bytes:
-        take = self.step if size < 0 else min(size, self.step)
-        chunk, self.data = self.data[:take], self.data[take:]
-        return chunk
 
 
 def payment(index: int, ext: str | None = None, extra: str = "", amount: str = "12.50") -> bytes:
