@@ -463,8 +463,8 @@ def apply_patients(
             connection,
             "patients",
             "external_id, first_name, last_name, middle_name, date_of_birth, version_sync_id, version_action",
-            f"SELECT {{id}}external_id, first_name, last_name, middle_name, date_of_birth, {_SYNC_ID}, 'inserted' "
-            f"FROM {new_rows}",
+            f"external_id, first_name, last_name, middle_name, date_of_birth, {_SYNC_ID}, 'inserted'",
+            new_rows,
             built,
         )
     # Orphan payments (patient unknown until now) link to their patient; the live ones move
@@ -500,8 +500,8 @@ def apply_payments(
                 connection,
                 "payments",
                 "external_id, amount, patient_external_id, patient_id, version_sync_id, version_action",
-                f"SELECT {{id}}s.external_id, s.amount, s.patient_external_id, p.id, {_SYNC_ID}, 'inserted' "
-                "FROM stage_payments s LEFT JOIN patients p ON p.external_id = s.patient_external_id",
+                f"s.external_id, s.amount, s.patient_external_id, p.id, {_SYNC_ID}, 'inserted'",
+                "stage_payments s LEFT JOIN patients p ON p.external_id = s.patient_external_id",
                 built,
                 idx="s.idx",
             )
@@ -565,19 +565,20 @@ def apply_payments(
 
 
 def _insert_new_rows(
-    connection: Connection, table: str, columns: str, select: str, built: bool, idx: str = "idx"
+    connection: Connection, table: str, columns: str, values: str, source: str, built: bool, idx: str = "idx"
 ) -> None:
-    """INSERT the rows of `select` (its `{id}` placeholder marks where an id column may go) with ids
-    in snapshot order.
+    """INSERT INTO `table` (`columns`) SELECT `values` FROM `source`, with ids in snapshot order.
 
     Into a copy built beside (empty, with a fresh identity sequence) each row's id is its snapshot
     index + 1 (an applied first load holds indexes 0 to n-1), so no sort is needed, and the sequence
     then carries on after n. Elsewhere the sequence numbers the rows in the order an ORDER BY feeds them.
     """
     if not built:
-        connection.run(f"INSERT INTO {table} ({columns}) {select.format(id='')} ORDER BY {idx}")
+        connection.run(f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source} ORDER BY {idx}")
         return
-    connection.run(f"INSERT INTO {table} (id, {columns}) OVERRIDING SYSTEM VALUE {select.format(id=f'{idx} + 1, ')}")
+    connection.run(
+        f"INSERT INTO {table} (id, {columns}) OVERRIDING SYSTEM VALUE SELECT {idx} + 1, {values} FROM {source}"
+    )
     if connection.row_count:
         connection.run(
             "SELECT setval(pg_get_serial_sequence(:table, 'id'), :rows)", table=table, rows=connection.row_count
