@@ -138,7 +138,7 @@ def history_cases(url: str) -> Cases:
         changed_ids = [
             row[0]
             for row in connection.execute(
-                "SELECT id FROM payments WHERE version_sync_id = %s ORDER BY md5(id::text) LIMIT %s",
+                "SELECT row_id FROM sync_row_changes WHERE sync_id = %s ORDER BY md5(row_id::text) LIMIT %s",
                 (payments_sync, DISTINCT_EVENTS),
             )
         ]

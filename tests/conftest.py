@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pg8000.dbapi
 import pg8000.native
 import pytest
 
@@ -22,14 +23,14 @@ from paysync.config import get_settings
 from paysync.dal import db, storage
 from paysync.dal.db import parse_database_url
 from paysync.jsonio import to_json
-from paysync.migrate import upgrade
+from paysync.migrate import _alembic_config, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 SAMPLES = ROOT / "samples"
 # Truncating sync_runs empties sync_stats too (its rows belong to a run);
 # patient_total_ranks is rebuilt by the first sync that stores figures.
-TABLES = ("sync_runs", "payments", "patients", "patient_versions", "payment_versions")
+TABLES = ("sync_runs", "payments", "patients", "patient_versions", "payment_versions", "sync_row_changes")
 TEST_BUCKET = "paysync-test-snapshots"
 
 
@@ -90,6 +91,38 @@ def conn(database_url: str) -> Iterator[pg8000.native.Connection]:
     connection.run(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def replica_database(conn: pg8000.native.Connection, database_url: str) -> Iterator[Any]:
+    """A second database on the session's server (migrated to head), and its connection parameters."""
+    name = f"paysync_replica_{uuid.uuid4().hex[:8]}"
+    conn.run(f"CREATE DATABASE {name}")
+    params = parse_database_url(_with_database(database_url, name))
+    try:
+        upgrade(params)
+        yield params
+    finally:
+        conn.run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def migrate(params: Any, revision: str, down: bool = False) -> None:
+    """Upgrade the database at `params` to `revision`, or (`down`) downgrade it to `revision`."""
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    if not down:
+        upgrade(params, revision)
+        return
+    engine = create_engine(
+        "postgresql+pg8000://", creator=lambda: pg8000.dbapi.connect(**params.as_kwargs()), poolclass=NullPool
+    )
+    try:
+        with engine.begin() as connection:
+            command.downgrade(_alembic_config(connection), revision)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -169,7 +202,7 @@ def table_state(connection: pg8000.native.Connection) -> dict[str, list[list[Any
 
 def database_state(connection: pg8000.native.Connection) -> dict[str, list[list[Any]]]:
     """Every row of every table the tests truncate (the replica, its history and the sync runs)."""
-    return {table: connection.run(f"SELECT * FROM {table} ORDER BY id") for table in TABLES}
+    return {table: connection.run(f"SELECT * FROM {table} ORDER BY 1, 2, 3") for table in TABLES}
 
 
 @pytest.fixture

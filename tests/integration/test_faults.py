@@ -110,7 +110,7 @@ def fault(replica, database_url, monkeypatch) -> Callable[[str], tuple[str, list
     def arm(phase: str) -> tuple[str, list[dict]]:
         module, function, pattern, entity, records = PHASES[phase]
         if phase == "index rebuild":
-            replica.run("TRUNCATE sync_runs, payments, patients RESTART IDENTITY CASCADE")
+            replica.run("TRUNCATE sync_runs, sync_row_changes, payments, patients RESTART IDENTITY CASCADE")
             monkeypatch.setattr(merge, "BULK_LOAD_MIN_ROWS", 2)
         original = getattr(module, function)
         state = {"killed": False}

@@ -93,6 +93,10 @@ LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname <> :version
   AND a.attnum > 0 AND NOT a.attisdropped
 UNION ALL
+SELECT 'table', c.relname, array_to_string(c.reloptions, ', ')
+FROM pg_class c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname <> :version
+UNION ALL
 SELECT 'index', c.relname, pg_get_indexdef(c.oid)
 FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
 WHERE c.relnamespace = 'public'::regnamespace AND i.indrelid::regclass::text <> :version
@@ -153,7 +157,8 @@ def test_autogenerate_finds_no_difference_between_models_and_migrations(database
 def test_the_catalog_of_the_models_is_the_catalog_of_the_migrations(database_url: str, models_catalog) -> None:
     migrated = catalog(database_url)
     # The comparison covers what it should: the partial indexes, the CHECKs, the identity columns.
-    assert ("index", "payments_live_patient_external_idx") in migrated
+    assert ("index", "patients_live_total_idx") in migrated
+    assert migrated[("table", "payments")] == "fillfactor=90"
     assert ("constraint", "sync_runs.sync_runs_status_check") in migrated
     assert "GENERATED ALWAYS AS IDENTITY" in migrated[("column", "patients.id")]
     assert migrated[("column", "payments.patient_external_id")] == 'text COLLATE "C" NOT NULL'
@@ -237,7 +242,11 @@ def _partial_where(target: MetaData) -> None:
 
 
 def _extra_include(target: MetaData) -> None:
-    _index(target, "payments", "payments_live_id_idx").dialect_options["postgresql"]["include"] = ["amount"]
+    _index(target, "payments", "payments_patient_external_idx").dialect_options["postgresql"]["include"] = ["amount"]
+
+
+def _no_fillfactor(target: MetaData) -> None:
+    del target.tables["payments"].dialect_options["postgresql"]["with"]
 
 
 def _drop_check(target: MetaData) -> None:
@@ -256,7 +265,8 @@ def _locale_ids(target: MetaData) -> None:
 CATALOG_DRIFT = {
     "id collation": (_locale_ids, ("column", "payments.external_id")),
     "partial index WHERE": (_partial_where, ("index", "patients_live_total_idx")),
-    "index INCLUDE": (_extra_include, ("index", "payments_live_id_idx")),
+    "index INCLUDE": (_extra_include, ("index", "payments_patient_external_idx")),
+    "table storage parameter": (_no_fillfactor, ("table", "payments")),
     "missing CHECK": (_drop_check, ("constraint", "sync_runs.sync_runs_source_check")),
     "identity kind": (_identity_by_default, ("column", "payments.id")),
 }

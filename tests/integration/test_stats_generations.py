@@ -6,18 +6,14 @@ reads the ranks the way a concurrent request does, or migrates a replica that ho
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pg8000.native
-import pytest
 
 from paysync import stats
-from paysync.dal.db import Connection, close_quietly, connect, parse_database_url
-from paysync.migrate import _alembic_config, upgrade
+from paysync.dal.db import Connection, close_quietly, connect
 from paysync.reconcile import reconcile_snapshot
-from tests.conftest import snapshot
+from tests.conftest import migrate, snapshot
 from tests.integration.test_reads_during_sync import PausedSync
 from tests.integration.test_stats import Replica, assert_exact, patient, payment
 
@@ -201,38 +197,6 @@ class TestRanksByGeneration:
             assert reader.run("SELECT DISTINCT generation FROM patient_total_ranks") == [[paused.summary.sync_id]]
         finally:
             close_quietly(reader)
-
-
-@pytest.fixture
-def replica_database(conn, database_url: str) -> Iterator[Any]:
-    """A second database on the session's server (migrated to head), and its connection parameters."""
-    name = f"paysync_ranks_{uuid.uuid4().hex[:8]}"
-    conn.run(f"CREATE DATABASE {name}")
-    head, _, query = database_url.partition("?")
-    params = parse_database_url(f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else ""))
-    try:
-        upgrade(params)
-        yield params
-    finally:
-        conn.run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def migrate(params: Any, revision: str, down: bool = False) -> None:
-    from alembic import command
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
-    if not down:
-        upgrade(params, revision)
-        return
-    engine = create_engine(
-        "postgresql+pg8000://", creator=lambda: pg8000.dbapi.connect(**params.as_kwargs()), poolclass=NullPool
-    )
-    try:
-        with engine.begin() as connection:
-            command.downgrade(_alembic_config(connection), revision)
-    finally:
-        engine.dispose()
 
 
 def test_the_migration_keeps_a_replica_answering_and_downgrades(replica_database):

@@ -3,8 +3,8 @@
 A row's versions are the live row (the current version, open-ended) and the rows
 of <entity>_versions that a sync superseded. Every query is served by an index:
 the external id's unique key, <entity>_versions (row, valid_to, id) for a
-row's history, (sync_started, action, row) / (sync_ended, row) and the live tables'
-(version_sync_id, version_action, id) for a sync's changes.
+row's history, and for a sync's changes sync_row_changes' key, the live table's
+primary key (the ids it inserted) and <entity>_versions (sync_ended, row).
 """
 
 from __future__ import annotations
@@ -125,9 +125,6 @@ def versions(
     return rows_as_dicts(connection, rows)
 
 
-_ACTIONS = ("inserted", "updated", "deleted", "restored")
-
-
 def sync_changes(
     connection: Connection, entity: Entity, sync_id: int, action: str | None, after_id: int | None, limit: int
 ) -> list[dict[str, Any]]:
@@ -135,26 +132,47 @@ def sync_changes(
     the version it started (`after`) and the one it ended (`before_*`, NULL for inserts)."""
     table = _TABLES[entity]
     before_fields = ", ".join(f"b.{name} AS before_{name}" for name in table.fields)
-    # Per action, each branch walks its (sync, action, row id) index from the cursor and stops at
-    # `limit` rows, so a page costs the same whether the sync changed a hundred rows or a million
-    # and whatever the action filter. A live row the sync wrote always has its action set. Only
-    # the page's rows look up the version the sync ended (one index probe each, LATERAL: the
-    # planner's estimate of a version table that grew in the last sync must not make it a scan).
-    # The actions are written into the SQL (from the fixed list, never from the request): with
-    # literals the planner picks the (sync, action, row) index even where its statistics say one
-    # action is all there is.
+    # Candidates, each walk in row id order from the cursor: the ids the sync inserted (above the
+    # previous applied sync's last_row_id, up to its own: a primary key range), and the rows it
+    # updated, deleted or restored (sync_row_changes, per action). Each candidate's version the
+    # sync started is the live row while the sync's, else a superseded version (one index probe by
+    # row); a candidate without one (its version superseded and not kept) is not listed. Each
+    # branch stops at `limit` rows, so a page costs the same whether the sync changed a hundred
+    # rows or a million, whatever the action filter. LATERAL: the planner's estimate of a version
+    # table that grew in the last sync must not make the probes a scan.
+    started = f"""LATERAL (
+            SELECT * FROM (({_current_version_sql(entity)} WHERE t.id = c.id AND t.version_sync_id = :sync_id)
+                           UNION ALL
+                           ({_past_version_sql(entity)}
+                            WHERE v.{table.row_id} = c.id AND v.sync_started = :sync_id)) s
+            LIMIT 1) a"""
     branches = []
-    for wanted in [known for known in _ACTIONS if action in (None, known)]:
-        branches += [
-            f"""({_current_version_sql(entity)}
-                 WHERE t.version_sync_id = :sync_id AND t.version_action = '{wanted}' AND t.id > :after_id
-                 ORDER BY t.id LIMIT :limit)""",
-            f"""({_past_version_sql(entity)}
-                 WHERE v.sync_started = :sync_id AND v.action = '{wanted}' AND v.{table.row_id} > :after_id
-                 ORDER BY v.{table.row_id} LIMIT :limit)""",
-        ]
+    if action in (None, "inserted"):
+        branches.append(
+            f"""(SELECT a.* FROM (
+                    SELECT n.id FROM {entity} n
+                    WHERE n.id > greatest(:after_id, (SELECT lo FROM bounds)) AND n.id <= (SELECT hi FROM bounds)
+                    ORDER BY n.id) c,
+                 {started}
+                 WHERE a.action = 'inserted' ORDER BY c.id LIMIT :limit)"""
+        )
+    for wanted in [known for known in ("updated", "deleted", "restored") if action in (None, known)]:
+        # The action is written into the SQL (from the fixed list, never from the request).
+        branches.append(
+            f"""(SELECT a.* FROM (
+                    SELECT row_id AS id FROM sync_row_changes
+                    WHERE sync_id = :sync_id AND action = '{wanted}' AND row_id > :after_id ORDER BY row_id) c,
+                 {started}
+                 ORDER BY c.id LIMIT :limit)"""
+        )
     rows = connection.run(
         f"""
+        WITH bounds AS (
+            SELECT coalesce((SELECT p.last_row_id FROM sync_runs p
+                             WHERE p.entity = r.entity AND p.id < r.id AND p.last_row_id IS NOT NULL
+                             ORDER BY p.id DESC LIMIT 1), 0) AS lo,
+                   r.last_row_id AS hi
+            FROM sync_runs r WHERE r.id = :sync_id AND r.entity = '{entity}')
         SELECT a.id, {", ".join(f"a.{name}" for name in table.fields)}, a.action,
                b.action AS before_action, {before_fields}
         FROM (SELECT * FROM ({" UNION ALL ".join(branches)}) u ORDER BY id LIMIT :limit) a

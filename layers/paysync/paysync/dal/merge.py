@@ -457,6 +457,9 @@ def apply_patients(
                 FROM (SELECT * FROM diff_patients WHERE action IN ('u', 'r', 'd') ORDER BY id) d
                 WHERE t.id = d.id"""
             )
+        _record_changed_rows(connection, "patients")
+    # Ids only grow: the rows inserted below are the ones above the highest id now.
+    [[last_id]] = connection.run("SELECT coalesce(max(id), 0) FROM patients")
     new_rows = "stage_patients" if first_load else "diff_patients WHERE action = 'i'"
     with _built_beside(connection, "patients", bulk) as built:
         _insert_new_rows(
@@ -470,18 +473,18 @@ def apply_patients(
     # Orphan payments (patient unknown until now) link to their patient; the live ones move
     # its total. A payment is an orphan only while no patient row has its patient's external id,
     # and patient rows are never removed, so only the patients this sync inserted can adopt
-    # orphans: both sides are index lookups (the sync's new rows, the partial index on orphans),
-    # proportional to them, not to all patients and payments.
+    # orphans: both sides are index lookups (the sync's new rows by primary key, the partial index
+    # on orphans), proportional to them, not to all patients and payments.
     connection.run(
-        f"""
+        """
         WITH linked AS (
             UPDATE payments pay SET patient_id = p.id
             FROM patients p
-            WHERE p.version_sync_id = {_SYNC_ID} AND p.version_action = 'inserted'
-              AND pay.patient_id IS NULL AND pay.patient_external_id = p.external_id
+            WHERE p.id > :last_id AND pay.patient_id IS NULL AND pay.patient_external_id = p.external_id
             RETURNING pay.patient_id, pay.amount, pay.deleted
         )
-        INSERT INTO total_moves SELECT patient_id, amount, 1 FROM linked WHERE deleted IS NULL"""
+        INSERT INTO total_moves SELECT patient_id, amount, 1 FROM linked WHERE deleted IS NULL""",
+        last_id=last_id,
     )
 
 
@@ -553,6 +556,7 @@ def apply_payments(
                  LEFT JOIN patients p ON p.external_id = d.patient_external_id
             WHERE t.id = d.id"""
         )
+    _record_changed_rows(connection, "payments")
     # New rows get ids in snapshot order.
     connection.run(
         f"""
@@ -561,6 +565,17 @@ def apply_payments(
         SELECT d.external_id, d.amount, d.patient_external_id, p.id, {_SYNC_ID}, 'inserted'
         FROM diff_payments d LEFT JOIN patients p ON p.external_id = d.patient_external_id
         WHERE d.action = 'i' ORDER BY d.idx"""
+    )
+
+
+def _record_changed_rows(connection: Connection, entity: Entity) -> None:
+    """Name the rows the sync updated, deleted or restored in sync_row_changes, history kept or not
+    (GET /syncs/{id}/changes walks them; the live tables do not index the version columns, so
+    that an update changing no indexed column writes no index entry)."""
+    connection.run(
+        f"""
+        INSERT INTO sync_row_changes (sync_id, action, row_id)
+        SELECT {_SYNC_ID}, {_NEW_ACTION}, d.id FROM diff_{entity} d WHERE d.action IN ('u', 'd', 'r') ORDER BY 2, 3"""
     )
 
 

@@ -44,7 +44,8 @@ def list_payments(
     connection: Connection, *, patient_external_id: str | None, after_id: int | None, limit: int
 ) -> list[dict[str, Any]]:
     """Live payments ordered by id, optionally of one patient (by the patient's external id)."""
-    # payments_live_patient_external_idx serves the filtered case, payments_live_id_idx the rest.
+    # payments_patient_external_idx serves the filtered case, the primary key the rest (both walk
+    # past the deleted payments they hold).
     conditions = ["deleted IS NULL"]
     params: dict[str, Any] = {"limit": limit}
     if patient_external_id is not None:

@@ -25,14 +25,18 @@ def insert_run(connection: Connection, summary: SyncSummary) -> int:
         INSERT INTO sync_runs (
             id, entity, source, status, dry_run, forced, s3_bucket, s3_key, s3_version_id, s3_etag,
             s3_sequencer, snapshot_at, snapshot_seq, received, inserted, updated, deleted, restored,
-            unchanged, orphaned, live_before, duration_ms, error, started, finished)
+            unchanged, orphaned, live_before, duration_ms, error, started, finished, last_row_id)
         OVERRIDING SYSTEM VALUE
         VALUES (
             coalesce(CAST(:reserved_id AS bigint), nextval(pg_get_serial_sequence('sync_runs', 'id'))),
             :entity, :source, :status, :dry_run, :forced, :s3_bucket, :s3_key, :s3_version_id, :s3_etag,
             :s3_sequencer, coalesce(CAST(:snapshot_at AS timestamptz), now()), :snapshot_seq, :received,
             :inserted, :updated, :deleted, :restored, :unchanged, :orphaned, :live_before, :duration_ms,
-            CAST(:error AS jsonb), :started, clock_timestamp())
+            CAST(:error AS jsonb), :started, clock_timestamp(),
+            -- An applied sync records its table's highest row id (see SyncRun.last_row_id).
+            CASE WHEN :status = 'applied' AND NOT :dry_run THEN coalesce(CASE :entity
+                WHEN 'patients' THEN (SELECT max(id) FROM patients)
+                WHEN 'payments' THEN (SELECT max(id) FROM payments) END, 0) END)
         RETURNING id""",
         entity=summary.entity,
         source=summary.source,
