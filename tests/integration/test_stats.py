@@ -16,6 +16,7 @@ from devserver.apigateway import proxy_event as api_event
 from paysync import stats
 from paysync.cli import EXIT_OK, EXIT_USAGE, main
 from paysync.dal import merge
+from paysync.dal import stats as stats_sql
 from paysync.dal.db import parse_database_url
 from paysync.errors import InvalidSnapshot
 from paysync.migrate import LoginUser, ensure_login_users
@@ -24,6 +25,14 @@ from tests.conftest import body_of, header, sample_bytes, snapshot
 from tests.integration.test_db_roles import INSUFFICIENT_PRIVILEGE, login, refused
 
 ZERO = Decimal("0.00")
+
+
+@pytest.fixture(autouse=True, params=[2, stats_sql.RANK_STEP], ids=lambda step: f"ranks-every-{step}")
+def rank_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Each test with the ranks keeping one total per 2 patients (lookups walk between kept totals
+    even on a few patients), and with the default."""
+    monkeypatch.setattr(stats_sql, "RANK_STEP", request.param)
+    return request.param
 
 
 def patient(external_id: str) -> dict:
@@ -100,6 +109,17 @@ def figures_of(body: dict) -> dict:
     return {key: body[key] for key in ("patients", "payments", "totals")}
 
 
+def assert_histogram(body: dict, totals: list[Decimal]) -> None:
+    """Below, above and each bucket of a histogram answer, counted from the totals themselves."""
+    buckets = body["buckets"]
+    assert body["below"] == len([t for t in totals if t < body["min"]])
+    assert body["above"] == len([t for t in totals if t > body["max"]])
+    for bucket in buckets:
+        last = bucket is buckets[-1]
+        inside = [t for t in totals if bucket["from"] <= t and (t <= bucket["to"] if last else t < bucket["to"])]
+        assert bucket["count"] == len(inside), bucket
+
+
 def assert_exact(conn, invoke, replica: Replica) -> None:
     body = get(invoke, "/stats")
     assert figures_of(body) == replica.figures()
@@ -108,11 +128,7 @@ def assert_exact(conn, invoke, replica: Replica) -> None:
     histogram = get(invoke, "/stats/histogram", {"buckets": "7"})
     assert sum(bucket["count"] for bucket in histogram["buckets"]) == len(replica.live_patients)
     assert (histogram["below"], histogram["above"], histogram["patients"]) == (0, 0, len(replica.live_patients))
-    totals = replica.totals()
-    for bucket in histogram["buckets"]:
-        last = bucket is histogram["buckets"][-1]
-        inside = [t for t in totals if bucket["from"] <= t and (t <= bucket["to"] if last else t < bucket["to"])]
-        assert bucket["count"] == len(inside)
+    assert_histogram(histogram, replica.totals())
 
 
 def lifecycle(replica: Replica, conn, invoke) -> None:
@@ -232,6 +248,22 @@ class TestPercentilesAndTop:
             Decimal(v) for v in ("1.00", "1.00", "3.00", "5.00", "8.00", "9.00", "10.00", "10.00")
         ]
         assert totals["mean"] == Decimal("5.50")
+
+    def test_many_patients_and_ties_answer_like_a_sort_of_the_totals(self, conn, invoke):
+        # 300 live patients, 60 of them without payments (total 0.00) and long runs of equal
+        # totals: the kept ranks and the walks between them must count every tie.
+        replica = Replica()
+        replica.sync("patients", [patient(str(n)) for n in range(1, 301)])
+        amounts = [f"{n % 7 * 3}.{n % 3}0" if n % 5 else f"{n}.00" for n in range(1, 241)]
+        replica.sync("payments", [payment(f"p{n}", str(n), amount) for n, amount in enumerate(amounts, 1)])
+        assert_exact(conn, invoke, replica)
+        for query in (
+            {"buckets": "9", "min": "0", "max": "30"},
+            {"buckets": "4", "min": "0.10", "max": "7.20"},
+            {"buckets": "3", "min": "100", "max": "240"},
+            {"buckets": "1", "min": "6.10", "max": "6.10"},
+        ):
+            assert_histogram(get(invoke, "/stats/histogram", query), replica.totals())
 
     def test_mean_rounds_half_away_from_zero(self, conn, invoke):
         replica = Replica()

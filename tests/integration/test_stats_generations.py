@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pg8000.native
+import pytest
 
 from paysync import stats
+from paysync.dal import stats as stats_sql
 from paysync.dal.db import Connection, close_quietly, connect
 from paysync.reconcile import reconcile_snapshot
 from tests.conftest import migrate, snapshot
@@ -38,7 +40,7 @@ STORED = """
            deleted_patient_payments, deleted_patient_payments_sum,
            live_patients, patients_without_payments, live_patients_total
     FROM sync_stats WHERE sync_id IS NOT NULL ORDER BY sync_id DESC LIMIT 1"""
-# The ranks as the sync before generations built them (one row per distinct live total).
+# Every distinct live total and how many live patients are at or below it.
 RECOUNT_RANKS = """
     SELECT payments_total, CAST(sum(count(*)) OVER (ORDER BY payments_total) AS bigint)
     FROM patients WHERE deleted IS NULL GROUP BY payments_total ORDER BY payments_total"""
@@ -48,6 +50,25 @@ HISTOGRAMS = (
     {"buckets": "3", "min": "1", "max": "20"},
     {"buckets": "1", "min": "5.001", "max": "5.002"},  # no bucket: below and above only
 )
+
+
+@pytest.fixture(autouse=True, params=[1, 3, stats_sql.RANK_STEP], ids=lambda step: f"ranks-every-{step}")
+def rank_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Each test with every total kept in the ranks, one per 3 patients, and the default."""
+    monkeypatch.setattr(stats_sql, "RANK_STEP", request.param)
+    return request.param
+
+
+def kept_ranks(connection: pg8000.native.Connection, step: int) -> list[list[Any]]:
+    """The ranks a sync keeps, recounted: the totals where the count of live patients at or below
+    reaches a multiple of `step`, and the largest total."""
+    ranks = connection.run(RECOUNT_RANKS)
+    below = [0] + [at_or_below for _, at_or_below in ranks[:-1]]
+    return [
+        [total, at_or_below]
+        for (total, at_or_below), before in zip(ranks, below, strict=True)
+        if at_or_below // step > before // step or at_or_below == ranks[-1][1]
+    ]
 
 
 def recount(connection: pg8000.native.Connection) -> list[Any]:
@@ -132,14 +153,14 @@ class TestFiguresWithoutReadingPayments:
 
 
 class TestRanksByGeneration:
-    def test_only_the_generation_the_newest_figures_use_remains(self, conn):
+    def test_only_the_generation_the_newest_figures_use_remains(self, conn, rank_step):
         for entity, records in STEPS[:-1]:
             sync(entity, records)
             [[run]] = conn.run("SELECT max(id) FROM sync_runs")
             assert conn.run("SELECT DISTINCT generation FROM patient_total_ranks") == [[run]]
             assert conn.run(NEWEST_GENERATION) == [[run]]
             assert conn.run("SELECT total, patients_at_or_below FROM patient_total_ranks ORDER BY total") == (
-                conn.run(RECOUNT_RANKS)
+                kept_ranks(conn, rank_step)
             )
 
     def test_a_sync_that_changes_nothing_keeps_the_generation(self, conn):
@@ -199,7 +220,7 @@ class TestRanksByGeneration:
             close_quietly(reader)
 
 
-def test_the_migration_keeps_a_replica_answering_and_downgrades(replica_database):
+def test_the_migration_keeps_a_replica_answering_and_downgrades(replica_database, rank_step):
     params = replica_database
     connection = pg8000.native.Connection(**params.as_kwargs())
     try:
@@ -208,7 +229,8 @@ def test_the_migration_keeps_a_replica_answering_and_downgrades(replica_database
         expected = answers(connection)
         ranks = connection.run(RECOUNT_RANKS)
 
-        # Down to the ranks keyed by total: the committed ranks stay, under the unique keys.
+        # Down to the ranks keyed by total: the newest generation, rebuilt with every distinct total
+        # (the code of that revision reads no other), under the unique keys.
         migrate(params, "0010", down=True)
         assert connection.run("SELECT total, patients_at_or_below FROM patient_total_ranks ORDER BY total") == ranks
         constraints = connection.run(
@@ -232,7 +254,7 @@ def test_the_migration_keeps_a_replica_answering_and_downgrades(replica_database
         assert connection.run("SELECT DISTINCT generation FROM patient_total_ranks") == [[run]]
         assert stored(connection) == recount(connection)
         assert connection.run("SELECT total, patients_at_or_below FROM patient_total_ranks ORDER BY total") == (
-            connection.run(RECOUNT_RANKS)
+            kept_ranks(connection, rank_step)
         )
     finally:
         connection.close()

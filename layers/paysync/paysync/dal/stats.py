@@ -33,9 +33,18 @@ def copy_previous(connection: Connection) -> None:
     )
 
 
+# The ranks keep one total per RANK_STEP live patients: the totals at which the cumulative count
+# reaches a multiple of RANK_STEP, and the largest total. Between two kept totals lie fewer than
+# RANK_STEP patients, which a lookup counts or walks in patients_live_total_idx. A generation is
+# then 1/RANK_STEP of the live patients (at 1M patients, 31k rows instead of a million).
+RANK_STEP = 32
+# Below every total a numeric(22,2) holds: "no kept total below" in the lookups.
+_BELOW_ALL = "CAST(-1e21 AS numeric)"
+
+
 def rebuild_ranks(connection: Connection, generation: int) -> None:
-    """Write the cumulative counts of the live patients' totals as `generation` (the sync's
-    reserved id) of patient_total_ranks, and delete the earlier generations."""
+    """Write the cumulative counts of the live patients' totals (one total per RANK_STEP patients)
+    as `generation` (the sync's reserved id) of patient_total_ranks, and delete the earlier ones."""
     # DELETE, not TRUNCATE: TRUNCATE's lock would block reads until the sync commits. Until
     # then, reads keep finding the committed generation (the one sync_stats names): its rows
     # are only marked. The new generation's entries go to the right edge of indexes that lead
@@ -44,9 +53,15 @@ def rebuild_ranks(connection: Connection, generation: int) -> None:
     connection.run(
         """
         INSERT INTO patient_total_ranks (generation, total, patients_at_or_below)
-        SELECT CAST(:generation AS bigint), payments_total, CAST(sum(count(*)) OVER (ORDER BY payments_total) AS bigint)
-        FROM patients WHERE deleted IS NULL GROUP BY payments_total""",
+        SELECT CAST(:generation AS bigint), total, at_or_below FROM (
+            SELECT payments_total AS total, CAST(sum(count(*)) OVER w AS bigint) AS at_or_below,
+                   CAST(sum(count(*)) OVER w AS bigint) - count(*) AS below,
+                   CAST(sum(count(*)) OVER () AS bigint) AS live
+            FROM patients WHERE deleted IS NULL GROUP BY payments_total
+            WINDOW w AS (ORDER BY payments_total)) cumulative
+        WHERE at_or_below / :step > below / :step OR at_or_below = live""",
         generation=generation,
+        step=RANK_STEP,
     )
 
 
@@ -75,11 +90,24 @@ def insert_figures(connection: Connection, generation: int) -> None:
                    coalesce(sum(payments_total), 0) AS linked_sum
             FROM patients
         ), pct AS (
-            SELECT p, (SELECT r.total FROM patient_total_ranks r
-                       WHERE r.generation = CAST(:generation AS bigint)
-                         AND r.patients_at_or_below >= (p * pat.live + 99) / 100
-                       ORDER BY r.patients_at_or_below LIMIT 1) AS total
-            FROM pat, unnest(ARRAY[0, 10, 25, 50, 75, 90, 99, 100]) p
+            -- The k-th smallest total lies after the last kept total reached by fewer than k
+            -- patients (lo), at most at the first one reached by k (hi): a walk of fewer than
+            -- RANK_STEP index entries between them, else hi's total.
+            SELECT p, coalesce(
+                (SELECT t.payments_total FROM patients t
+                 WHERE t.deleted IS NULL AND t.payments_total > coalesce(lo.total, {_BELOW_ALL})
+                   AND t.payments_total < hi.total
+                 ORDER BY t.payments_total OFFSET k - coalesce(lo.patients_at_or_below, 0) - 1 LIMIT 1),
+                hi.total) AS total
+            FROM pat, unnest(ARRAY[0, 10, 25, 50, 75, 90, 99, 100]) p,
+                 LATERAL (SELECT greatest((p * pat.live + 99) / 100, 1) AS k) target,
+                 LATERAL (SELECT r.total FROM patient_total_ranks r
+                          WHERE r.generation = CAST(:generation AS bigint) AND r.patients_at_or_below >= k
+                          ORDER BY r.patients_at_or_below LIMIT 1) hi
+                 LEFT JOIN LATERAL (
+                     SELECT r.total, r.patients_at_or_below FROM patient_total_ranks r
+                     WHERE r.generation = CAST(:generation AS bigint) AND r.patients_at_or_below < k
+                     ORDER BY r.patients_at_or_below DESC LIMIT 1) lo ON true
             WHERE pat.live > 0
         )
         INSERT INTO sync_stats ({FIGURES}, ranks_generation)
@@ -160,11 +188,17 @@ def top_payers(connection: Connection, limit: int) -> list[dict[str, Any]]:
 def counts_below(connection: Connection, generation: int, bounds: list[Decimal]) -> list[int]:
     """For each bound, how many live patients have a total strictly below it, from the ranks
     `generation` (the one the newest figures name; one lookup each)."""
+    # The last kept total below the bound, plus the fewer than RANK_STEP patients after it.
     rows = connection.run(
-        """SELECT coalesce((SELECT r.patients_at_or_below FROM patient_total_ranks r
-                            WHERE r.generation = CAST(:generation AS bigint) AND r.total < b.bound
-                            ORDER BY r.total DESC LIMIT 1), 0)
-           FROM unnest(CAST(:bounds AS numeric[])) WITH ORDINALITY AS b (bound, n) ORDER BY b.n""",
+        f"""SELECT coalesce(lo.patients_at_or_below, 0)
+                   + (SELECT count(*) FROM patients t
+                      WHERE t.deleted IS NULL AND t.payments_total > coalesce(lo.total, {_BELOW_ALL})
+                        AND t.payments_total < b.bound)
+           FROM unnest(CAST(:bounds AS numeric[])) WITH ORDINALITY AS b (bound, n)
+           LEFT JOIN LATERAL (SELECT r.total, r.patients_at_or_below FROM patient_total_ranks r
+                              WHERE r.generation = CAST(:generation AS bigint) AND r.total < b.bound
+                              ORDER BY r.total DESC LIMIT 1) lo ON true
+           ORDER BY b.n""",
         generation=generation,
         bounds=[str(bound) for bound in bounds],
     )
