@@ -159,3 +159,26 @@ def test_the_migration_rebuilds_the_feed_of_every_earlier_sync(replica_database,
         )
     finally:
         connection.close()
+
+
+def test_rows_from_before_the_history_lie_below_every_range(replica_database):
+    params = replica_database
+    connection = pg8000.native.Connection(**params.as_kwargs())
+    try:
+        first = sync(connection, "patients", [patient("1"), patient("2"), patient("3")])
+        loaded = sync(connection, "payments", [payment("a", "1.00", "1")])
+        later = sync(connection, "patients", [patient(str(n)) for n in range(1, 5)])
+        migrate(params, "0012", down=True)
+        # As if the first patients sync had run before history was kept: its rows name no sync.
+        connection.run("UPDATE patients SET version_sync_id = NULL, version_action = NULL WHERE id <= 3")
+        migrate(params, "head")
+
+        assert connection.run("SELECT id, last_row_id FROM sync_runs ORDER BY id") == [
+            [first, 3],
+            [loaded, 1],
+            [later, 4],
+        ]
+        assert feed(connection, "patients", first, None) == []
+        assert feed(connection, "patients", later, None) == [(4, "4", "inserted", None)]
+    finally:
+        connection.close()

@@ -79,9 +79,17 @@ def upgrade() -> None:
             f"""SELECT sync_started, max({_ROW[versions]}) FROM {versions}
                 WHERE action = 'inserted' AND sync_started IS NOT NULL GROUP BY 1"""
         )
+    # Rows from before the history (their first version names no sync) lie below every range.
+    older = {
+        table: f"""greatest((SELECT max(id) FROM {table} WHERE version_sync_id IS NULL),
+                            (SELECT max({_ROW[versions]}) FROM {versions} WHERE sync_started IS NULL))"""
+        for table, versions in _TABLES.items()
+    }
     op.execute(
         f"""
-        UPDATE sync_runs r SET last_row_id = coalesce(x.last_row_id, 0)
+        UPDATE sync_runs r
+        SET last_row_id = greatest(coalesce(x.last_row_id, 0), coalesce(CASE r.entity
+                              WHEN 'patients' THEN {older["patients"]} ELSE {older["payments"]} END, 0))
         FROM (SELECT s.id, max(i.top) OVER (PARTITION BY s.entity ORDER BY s.id) AS last_row_id
               FROM sync_runs s
               LEFT JOIN (SELECT sync_id, max(top) AS top
