@@ -182,3 +182,17 @@ def test_rows_from_before_the_history_lie_below_every_range(replica_database):
         assert feed(connection, "patients", later, None) == [(4, "4", "inserted", None)]
     finally:
         connection.close()
+
+
+def test_a_sync_that_changed_rows_leaves_statistics_for_its_changes_pages(conn, own):
+    def estimated(table: str) -> float:
+        return conn.run("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)", t=table)[0][0]
+
+    sync(own, "patients", [patient("1"), patient("2"), patient("3")])
+    # Both tables were just emptied (TRUNCATE forgets their size), and a first load writes neither;
+    # a dry run analyzes nothing either (its rows are rolled back).
+    reconcile_snapshot("patients", snapshot([patient("1", first="Bo")]), source="cli", dry_run=True, connection=own)
+    assert (estimated("sync_row_changes"), estimated("patient_versions")) == (-1, -1)
+    sync(own, "patients", [patient("1", first="Bo"), patient("3")])
+    # The sync's two rows (one updated, one deleted) are counted: the planner knows the newest sync.
+    assert (estimated("sync_row_changes"), estimated("patient_versions")) == (2, 2)

@@ -234,6 +234,7 @@ def _apply(
     if not summary.dry_run:  # ANALYZE's row estimate is kept even when the transaction rolls back
         merge.refresh_statistics(connection, entity, changes.written)
         merge.refresh_statistics(connection, "patients", totals_moved, columns="payments_total, payments_count")
+        merge.refresh_history_statistics(connection, entity, changes, settings.keep_history)
     stats.record_sync(connection, summary, changes.written + totals_moved)
     merge.swap_in_built_tables(connection)  # last: its locks block reads until the commit
 
