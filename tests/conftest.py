@@ -21,6 +21,7 @@ import pytest
 from devserver.lambdas import LambdaContext, load_handler
 from paysync.config import get_settings
 from paysync.dal import db, storage
+from paysync.dal import stats as stats_sql
 from paysync.dal.db import parse_database_url
 from paysync.jsonio import to_json
 from paysync.migrate import _alembic_config, upgrade
@@ -123,6 +124,14 @@ def migrate(params: Any, revision: str, down: bool = False) -> None:
             command.downgrade(_alembic_config(connection), revision)
     finally:
         engine.dispose()
+
+
+@pytest.fixture(params=[1, 3, stats_sql.RANK_STEP], ids=lambda step: f"ranks-every-{step}")
+def rank_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The test runs with the ranks keeping every total, one per 3 patients (lookups walk between
+    kept totals even on a few patients), and the default; the step is returned."""
+    monkeypatch.setattr(stats_sql, "RANK_STEP", request.param)
+    return request.param
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from devserver.apigateway import proxy_event as api_event
 from paysync import stats
 from paysync.cli import EXIT_OK, EXIT_USAGE, main
 from paysync.dal import merge
-from paysync.dal import stats as stats_sql
 from paysync.dal.db import parse_database_url
 from paysync.errors import InvalidSnapshot
 from paysync.migrate import LoginUser, ensure_login_users
@@ -27,12 +26,8 @@ from tests.integration.test_db_roles import INSUFFICIENT_PRIVILEGE, login, refus
 ZERO = Decimal("0.00")
 
 
-@pytest.fixture(autouse=True, params=[2, stats_sql.RANK_STEP], ids=lambda step: f"ranks-every-{step}")
-def rank_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Each test with the ranks keeping one total per 2 patients (lookups walk between kept totals
-    even on a few patients), and with the default."""
-    monkeypatch.setattr(stats_sql, "RANK_STEP", request.param)
-    return request.param
+# Every test of the module with several rank steps (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("rank_step")
 
 
 def patient(external_id: str) -> dict:

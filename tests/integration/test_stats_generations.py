@@ -12,7 +12,6 @@ import pg8000.native
 import pytest
 
 from paysync import stats
-from paysync.dal import stats as stats_sql
 from paysync.dal.db import Connection, close_quietly, connect
 from paysync.reconcile import reconcile_snapshot
 from tests.conftest import migrate, snapshot
@@ -52,11 +51,8 @@ HISTOGRAMS = (
 )
 
 
-@pytest.fixture(autouse=True, params=[1, 3, stats_sql.RANK_STEP], ids=lambda step: f"ranks-every-{step}")
-def rank_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Each test with every total kept in the ranks, one per 3 patients, and the default."""
-    monkeypatch.setattr(stats_sql, "RANK_STEP", request.param)
-    return request.param
+# Every test of the module with several rank steps (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("rank_step")
 
 
 def kept_ranks(connection: pg8000.native.Connection, step: int) -> list[list[Any]]:

@@ -38,6 +38,11 @@ _EXTRA: dict[Entity, str] = {
 CURRENT_ACTION = "coalesce(t.version_action, CASE WHEN t.deleted IS NULL THEN 'inserted' ELSE 'deleted' END)"
 
 
+def versions_table(entity: Entity) -> str:
+    """The table holding the superseded versions of `entity`."""
+    return _TABLES[entity].versions
+
+
 def entity_fields(entity: Entity) -> tuple[str, ...]:
     """The replicated fields a version of `entity` holds."""
     return _TABLES[entity].fields

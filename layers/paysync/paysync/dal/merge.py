@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pg8000.exceptions import DatabaseError
 
 from paysync.dal.db import Connection
-from paysync.dal.history import CURRENT_ACTION
+from paysync.dal.history import CURRENT_ACTION, versions_table
 from paysync.errors import RecordError
 from paysync.records import STAGE_COLUMNS, Entity
 
@@ -672,9 +672,6 @@ def refresh_statistics(connection: Connection, table: str, changed: int, columns
         connection.run(f"ANALYZE {table} ({columns})" if columns else f"ANALYZE {table}")
 
 
-_VERSIONS: dict[Entity, str] = {"patients": "patient_versions", "payments": "payment_versions"}
-
-
 def refresh_history_statistics(connection: Connection, entity: Entity, changes: Changes, keep_history: bool) -> None:
     """ANALYZE sync_row_changes after every sync that wrote to it, and the entity's version table
     like the live tables (see `refresh_statistics`).
@@ -689,7 +686,7 @@ def refresh_history_statistics(connection: Connection, entity: Entity, changes: 
         return
     connection.run("ANALYZE sync_row_changes")
     if keep_history:
-        refresh_statistics(connection, _VERSIONS[entity], superseded)
+        refresh_statistics(connection, versions_table(entity), superseded)
 
 
 def count_orphans(connection: Connection) -> int:
